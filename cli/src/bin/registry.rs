@@ -1,0 +1,61 @@
+//! `registry`: runs the registry. `registry standalone` starts every role in one process.
+
+use clap::{Parser, Subcommand};
+use registry_cli::standalone::{Standalone, StandaloneConfig};
+use registry_rpc::runtime::{init_tracing, shutdown_on_signal};
+
+#[derive(Parser)]
+#[command(name = "registry", version, about = "A three-tier service registry")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Meta, data and session server in one process, on the default ports.
+    Standalone(StandaloneConfig),
+    /// One meta node.
+    Meta(meta_server::MetaConfig),
+    /// One data server.
+    Data(data_server::DataConfig),
+    /// One session server.
+    Session(session_server::SessionConfig),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let cli = Cli::parse();
+    let shutdown = shutdown_on_signal();
+    match cli.command {
+        Command::Standalone(config) => {
+            let dir = config.data_dir.clone();
+            let registry = Standalone::start(config, shutdown.clone()).await?;
+            tracing::info!(
+                session = %registry.session_addr(),
+                data_dir = %dir.display(),
+                "standalone registry ready; clients connect to ws://{}/ws",
+                registry.session_addr()
+            );
+            shutdown.cancelled().await;
+            registry.shutdown().await;
+        }
+        Command::Meta(config) => {
+            let s = meta_server::MetaServer::start(config, shutdown.clone()).await?;
+            shutdown.cancelled().await;
+            s.shutdown().await;
+        }
+        Command::Data(config) => {
+            let s = data_server::DataServer::start(config, shutdown.clone()).await?;
+            shutdown.cancelled().await;
+            s.shutdown().await;
+        }
+        Command::Session(config) => {
+            let s = session_server::SessionServer::start(config, shutdown.clone()).await?;
+            shutdown.cancelled().await;
+            s.shutdown().await;
+        }
+    }
+    Ok(())
+}

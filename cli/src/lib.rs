@@ -1,0 +1,7 @@
+//! Command-line tools of the registry.
+//!
+//! - [`standalone`]: every role in one process, the embedded default a new user starts with
+//!   (`registry standalone`).
+//! - `src/bin/registry.rs` and `src/bin/registryctl.rs`: the thin binaries.
+
+pub mod standalone;

@@ -1,0 +1,107 @@
+//! The real binaries: `registry standalone`, `registryctl pub` and `registryctl sub`.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn interrupt(child: &Child) {
+    let pid = child.id().expect("child is running");
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+async fn next_json(lines: &mut Lines<BufReader<ChildStdout>>, what: &str) -> Value {
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("no line within {WAIT:?} waiting for {what}"))
+        .expect("stdout readable")
+        .unwrap_or_else(|| panic!("registryctl sub exited waiting for {what}"));
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+#[tokio::test]
+async fn registryctl_pub_and_sub_against_registry_standalone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (meta, data, session) = (free_port(), free_port(), free_port());
+    let _registry = Command::new(env!("CARGO_BIN_EXE_registry"))
+        .arg("standalone")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--meta-port", &meta.to_string()])
+        .args(["--data-port", &data.to_string()])
+        .args(["--session-port", &session.to_string()])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("registry starts");
+    let session_addr = format!("127.0.0.1:{session}");
+
+    // `registryctl sub` retries its connection for up to its connect timeout, so it can
+    // start while the standalone is still coming up.
+    let mut sub = Command::new(env!("CARGO_BIN_EXE_registryctl"))
+        .args(["sub", "svc.cli", "--session", &session_addr])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("registryctl sub starts");
+    let mut lines = BufReader::new(sub.stdout.take().expect("piped")).lines();
+    let first = next_json(&mut lines, "the first push").await;
+    assert_eq!(
+        first["dataInfoId"],
+        "svc.cli#@#DEFAULT_INSTANCE_ID#@#DEFAULT_GROUP"
+    );
+    assert!(first["version"].is_u64());
+
+    let publisher = Command::new(env!("CARGO_BIN_EXE_registryctl"))
+        .args([
+            "pub",
+            "svc.cli",
+            "10.9.9.9:8080",
+            "--session",
+            &session_addr,
+        ])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("registryctl pub starts");
+    let started = Instant::now();
+    let with = loop {
+        let v = next_json(&mut lines, "a push with the published data").await;
+        if v["data"] == serde_json::json!(["10.9.9.9:8080"]) {
+            break v;
+        }
+        assert!(started.elapsed() < WAIT);
+    };
+
+    interrupt(&publisher);
+    let without = loop {
+        let v = next_json(&mut lines, "a push without the data").await;
+        if v["data"] == serde_json::json!([]) {
+            break v;
+        }
+    };
+    assert!(without["version"].as_u64() > with["version"].as_u64());
+    let mut publisher = publisher;
+    let status = tokio::time::timeout(WAIT, publisher.wait())
+        .await
+        .expect("registryctl pub exits after Ctrl-C")
+        .expect("wait works");
+    assert!(status.success(), "registryctl pub exit status: {status}");
+    interrupt(&sub);
+}

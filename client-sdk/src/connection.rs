@@ -1,0 +1,370 @@
+//! The task that owns the client's WebSocket.
+//!
+//! It connects to one session at a time, starting at a random one (or the first, when
+//! `ordered`) and rotating on failure with jittered exponential backoff. On every new
+//! connection it says `hello` and registers every live publisher and subscription again, so a
+//! session crash costs the application nothing but a short delay. Requests in flight when a
+//! connection drops are answered by the re-registration of the same publisher or
+//! subscription on the next connection. Every push is acknowledged; a push older than what
+//! the subscription already holds is dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use rand::RngExt;
+use registry_common::proto::client::{ClientFrame, ServerFrame, PROTOCOL_VERSION};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::client::{ConnectionState, Shared};
+use crate::error::SdkError;
+use crate::updates::DatumUpdate;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A request from a handle to the connection task.
+pub(crate) struct Command {
+    pub frame: ClientFrame,
+    /// The publisher or subscription the request is about, if any.
+    pub regist_id: Option<String>,
+    pub reply: oneshot::Sender<Result<(), SdkError>>,
+}
+
+/// Someone waiting for the answer to a request.
+struct Waiter {
+    regist_id: Option<String>,
+    reply: oneshot::Sender<Result<(), SdkError>>,
+}
+
+/// Why a connection ended.
+enum End {
+    Stopped,
+    Lost,
+    /// The session asked us to move; these sessions were suggested.
+    GoAway(Vec<String>),
+}
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut cmd_rx: mpsc::Receiver<Command>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let sessions = shared.config.sessions.clone();
+    let mut next = if shared.config.ordered {
+        0
+    } else {
+        rand::rng().random_range(0..sessions.len())
+    };
+    let mut preferred: Vec<String> = Vec::new();
+    let mut carried: Vec<Waiter> = Vec::new();
+    let mut failures: u32 = 0;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let addr = if preferred.is_empty() {
+            let a = sessions[next % sessions.len()].clone();
+            next += 1;
+            a
+        } else {
+            preferred.remove(0)
+        };
+        shared.state.send_replace(ConnectionState::Connecting);
+        let ws = tokio::select! {
+            r = connect(&shared, &addr) => r,
+            _ = stop.changed() => break,
+        };
+        let mut ws = match ws {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::debug!(session = %addr, "connect failed: {e}");
+                failures = failures.saturating_add(1);
+                let delay = backoff(&shared, failures);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => break,
+                }
+                continue;
+            }
+        };
+        failures = 0;
+        let mut pending: HashMap<u64, Vec<Waiter>> = HashMap::new();
+        if let Err(e) =
+            reregister(&shared, &mut ws, &mut pending, std::mem::take(&mut carried)).await
+        {
+            tracing::debug!(session = %addr, "re-registration failed: {e}");
+            carried = pending.into_values().flatten().collect();
+            continue;
+        }
+        shared.state.send_replace(ConnectionState::Connected {
+            session: addr.clone(),
+        });
+        tracing::debug!(session = %addr, "connected");
+        let end = session_loop(&shared, &mut ws, &mut cmd_rx, &mut stop, &mut pending).await;
+        carried = pending.into_values().flatten().collect();
+        match end {
+            End::Stopped => {
+                let _ = ws.close(None).await;
+                break;
+            }
+            End::Lost => {
+                tracing::info!(session = %addr, "lost the session; reconnecting");
+                let delay = backoff(&shared, 1);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => break,
+                }
+            }
+            End::GoAway(suggested) => {
+                tracing::info!(session = %addr, "session is going away; moving");
+                let _ = ws.close(None).await;
+                preferred = suggested.into_iter().filter(|s| s != &addr).collect();
+            }
+        }
+    }
+    for w in carried {
+        let _ = w.reply.send(Err(SdkError::Closed));
+    }
+    cmd_rx.close();
+    while let Some(cmd) = cmd_rx.recv().await {
+        let _ = cmd.reply.send(Err(SdkError::Closed));
+    }
+    for sub in shared.regs.lock().subs.values() {
+        sub.queue.close();
+    }
+    shared.state.send_replace(ConnectionState::Closed);
+}
+
+fn backoff(shared: &Shared, failures: u32) -> Duration {
+    let min = shared.config.reconnect_min;
+    let ceiling = min
+        .saturating_mul(1u32 << failures.min(16))
+        .min(shared.config.reconnect_max)
+        .max(min);
+    let us = ceiling.as_micros() as u64;
+    Duration::from_micros(rand::rng().random_range(us / 2..=us))
+}
+
+async fn send(ws: &mut Ws, frame: &ClientFrame) -> Result<(), SdkError> {
+    let text = serde_json::to_string(frame).map_err(|e| SdkError::Invalid(e.to_string()))?;
+    ws.send(Message::Text(text.into()))
+        .await
+        .map_err(|e| SdkError::Connect(e.to_string()))
+}
+
+/// Opens the WebSocket and completes the hello exchange.
+async fn connect(shared: &Shared, addr: &str) -> Result<Ws, SdkError> {
+    let step = Duration::from_secs(3);
+    let url = format!("ws://{addr}/ws");
+    let (mut ws, _) = tokio::time::timeout(step, tokio_tungstenite::connect_async(url))
+        .await
+        .map_err(|_| SdkError::Timeout)?
+        .map_err(|e| SdkError::Connect(e.to_string()))?;
+    let req_id = shared.next_id();
+    send(
+        &mut ws,
+        &ClientFrame::Hello {
+            req_id,
+            protocol: PROTOCOL_VERSION,
+            client_id: shared.client_id.clone(),
+            zone: shared.config.zone.clone(),
+            app: shared.config.app.clone(),
+        },
+    )
+    .await?;
+    let deadline = Instant::now() + step;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, ws.next())
+            .await
+            .map_err(|_| SdkError::Timeout)?;
+        match msg {
+            Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerFrame>(t.as_str()) {
+                Ok(ServerFrame::Welcome { .. }) => return Ok(ws),
+                Ok(ServerFrame::Error { error, .. }) => return Err(SdkError::Server(error)),
+                _ => continue,
+            },
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(SdkError::Connect(e.to_string())),
+            None => return Err(SdkError::Connect("closed during hello".into())),
+        }
+    }
+}
+
+/// Sends every live registration on a fresh connection and hands waiters of requests lost
+/// with the previous connection to the re-registration of the same item.
+async fn reregister(
+    shared: &Shared,
+    ws: &mut Ws,
+    pending: &mut HashMap<u64, Vec<Waiter>>,
+    carried: Vec<Waiter>,
+) -> Result<(), SdkError> {
+    let mut frames = Vec::new();
+    let mut by_regist: HashMap<String, u64> = HashMap::new();
+    {
+        let regs = shared.regs.lock();
+        for (regist_id, p) in &regs.pubs {
+            let req_id = shared.next_id();
+            by_regist.insert(regist_id.clone(), req_id);
+            frames.push(ClientFrame::RegisterPublisher {
+                req_id,
+                regist_id: regist_id.clone(),
+                data_id: p.data_id.clone(),
+                instance_id: p.opts.instance_id.clone(),
+                group: p.opts.group.clone(),
+                data: p.data.clone(),
+                version: p.version,
+            });
+        }
+        for (regist_id, s) in &regs.subs {
+            let req_id = shared.next_id();
+            by_regist.insert(regist_id.clone(), req_id);
+            frames.push(ClientFrame::RegisterSubscriber {
+                req_id,
+                regist_id: regist_id.clone(),
+                data_id: s.data_id.clone(),
+                instance_id: s.opts.instance_id.clone(),
+                group: s.opts.group.clone(),
+                known_version: s.last_version.unwrap_or(0),
+            });
+        }
+    }
+    for w in carried {
+        match w.regist_id.as_ref().and_then(|r| by_regist.get(r)) {
+            Some(req_id) => pending.entry(*req_id).or_default().push(w),
+            // Unregistrations and pings: the old connection's end already did their work.
+            None => {
+                let _ = w.reply.send(Ok(()));
+            }
+        }
+    }
+    for frame in &frames {
+        send(ws, frame).await?;
+    }
+    Ok(())
+}
+
+fn resolve(pending: &mut HashMap<u64, Vec<Waiter>>, req_id: u64, result: Result<(), SdkError>) {
+    if let Some(waiters) = pending.remove(&req_id) {
+        for w in waiters {
+            let _ = w.reply.send(result.clone());
+        }
+    }
+}
+
+async fn session_loop(
+    shared: &Arc<Shared>,
+    ws: &mut Ws,
+    cmd_rx: &mut mpsc::Receiver<Command>,
+    stop: &mut watch::Receiver<bool>,
+    pending: &mut HashMap<u64, Vec<Waiter>>,
+) -> End {
+    let ping_every = shared.config.ping_interval.max(Duration::from_millis(10));
+    let mut ping = tokio::time::interval(ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_rx = Instant::now();
+    loop {
+        tokio::select! {
+            cmd = cmd_rx.recv() => {
+                let Some(cmd) = cmd else { return End::Stopped };
+                let req_id = cmd.frame.req_id().unwrap_or(0);
+                pending.entry(req_id).or_default().push(Waiter { regist_id: cmd.regist_id, reply: cmd.reply });
+                if send(ws, &cmd.frame).await.is_err() {
+                    return End::Lost;
+                }
+            }
+            msg = ws.next() => {
+                last_rx = Instant::now();
+                match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        match serde_json::from_str::<ServerFrame>(t.as_str()) {
+                            Ok(frame) => {
+                                if let Some(end) = on_frame(shared, ws, pending, frame).await {
+                                    return end;
+                                }
+                            }
+                            Err(e) => tracing::warn!("undecodable frame from session: {e}"),
+                        }
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        if let Some(f) = frame {
+                            tracing::info!(code = %f.code, reason = %f.reason, "session closed the connection");
+                        }
+                        return End::Lost;
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return End::Lost,
+                }
+            }
+            _ = ping.tick() => {
+                if last_rx.elapsed() > ping_every * 3 {
+                    tracing::info!("session silent for three ping intervals");
+                    return End::Lost;
+                }
+                let frame = ClientFrame::Ping { req_id: shared.next_id() };
+                if send(ws, &frame).await.is_err() {
+                    return End::Lost;
+                }
+            }
+            _ = stop.changed() => return End::Stopped,
+        }
+    }
+}
+
+async fn on_frame(
+    shared: &Arc<Shared>,
+    ws: &mut Ws,
+    pending: &mut HashMap<u64, Vec<Waiter>>,
+    frame: ServerFrame,
+) -> Option<End> {
+    match frame {
+        ServerFrame::Ack { req_id } => resolve(pending, req_id, Ok(())),
+        ServerFrame::Error {
+            req_id: Some(req_id),
+            error,
+        } => resolve(pending, req_id, Err(SdkError::Server(error))),
+        ServerFrame::Error {
+            req_id: None,
+            error,
+        } => tracing::warn!("session reported an error: {error}"),
+        ServerFrame::Push {
+            push_id,
+            regist_id,
+            data_info_id,
+            version,
+            data,
+        } => {
+            if send(ws, &ClientFrame::PushAck { push_id }).await.is_err() {
+                return Some(End::Lost);
+            }
+            let mut callback = None;
+            {
+                let mut regs = shared.regs.lock();
+                if let Some(sub) = regs.subs.get_mut(&regist_id) {
+                    if sub.last_version.is_none_or(|v| version > v) {
+                        let update = DatumUpdate {
+                            data_info_id: data_info_id.to_string(),
+                            version,
+                            data,
+                        };
+                        sub.last_version = Some(version);
+                        sub.last = Some(update.clone());
+                        sub.queue.push(update.clone());
+                        callback = sub.callback.clone().map(|cb| (cb, update));
+                    }
+                }
+            }
+            // Outside the lock: the callback may call back into the client.
+            if let Some((cb, update)) = callback {
+                cb(&update);
+            }
+        }
+        ServerFrame::GoAway { sessions, .. } => return Some(End::GoAway(sessions)),
+        ServerFrame::Pong { .. } | ServerFrame::Welcome { .. } => {}
+    }
+    None
+}

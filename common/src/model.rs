@@ -1,0 +1,135 @@
+//! Publishers, datums and subscriber scopes: the data the registry exists to move.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{validate_part, DataInfoId, IdError};
+use crate::member::MemberId;
+
+/// Most data strings one publisher may carry.
+pub const MAX_DATA_ITEMS: usize = 1024;
+/// Most payload bytes (sum of data strings) one publisher may carry.
+pub const MAX_DATA_BYTES: usize = 512 * 1024;
+
+/// Why a publisher was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublisherError {
+    #[error(transparent)]
+    Id(#[from] IdError),
+    #[error("publisher carries {0} data items, more than {MAX_DATA_ITEMS}")]
+    TooManyItems(usize),
+    #[error("publisher carries {0} payload bytes, more than {MAX_DATA_BYTES}")]
+    TooLarge(usize),
+}
+
+/// Checks the client-supplied parts of a registration: ids and payload bounds.
+pub fn validate_registration(
+    client_id: &str,
+    regist_id: &str,
+    data: &[String],
+) -> Result<(), PublisherError> {
+    validate_part("clientId", client_id)?;
+    validate_part("registId", regist_id)?;
+    if data.len() > MAX_DATA_ITEMS {
+        return Err(PublisherError::TooManyItems(data.len()));
+    }
+    let bytes: usize = data.iter().map(String::len).sum();
+    if bytes > MAX_DATA_BYTES {
+        return Err(PublisherError::TooLarge(bytes));
+    }
+    Ok(())
+}
+
+/// Identity of one publisher across reconnects and session moves: the SDK instance that
+/// registered it and the registration id that instance chose. The connection it came in on is
+/// not part of the identity (that changes on every reconnect); it is the *owner*, see
+/// [`Publisher::session`] and [`Publisher::conn_id`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublisherKey {
+    /// Random id the SDK instance picked at start; stable while the process lives.
+    pub client_id: String,
+    /// Registration id, unique within the client.
+    pub regist_id: String,
+}
+
+/// One registration of data under a dataInfoId by one client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Publisher {
+    /// The service this publisher belongs to.
+    pub data_info_id: DataInfoId,
+    /// Who published it (stable across reconnects).
+    #[serde(flatten)]
+    pub key: PublisherKey,
+    /// What it published: usually one address with metadata.
+    pub data: Vec<String>,
+    /// Client-side version, bumped on every republish.
+    pub version: u64,
+    /// Session server that holds the authoritative copy.
+    pub session: MemberId,
+    /// Connection on that session it arrived through; an unpublish only removes the
+    /// publisher if it still belongs to the same connection.
+    pub conn_id: u64,
+    /// When the session accepted this (re)registration; breaks ties between two sessions
+    /// that both carry the same client version after a reconnect.
+    pub registered_at_ms: u64,
+    /// Zone of the publishing client.
+    #[serde(default)]
+    pub zone: String,
+    /// Application name of the publishing client.
+    #[serde(default)]
+    pub app: String,
+}
+
+impl Publisher {
+    /// Whether this registration replaces `old` (same key) on a data server: a higher client
+    /// version wins, then a later registration.
+    pub fn supersedes(&self, old: &Publisher) -> bool {
+        (self.version, self.registered_at_ms) > (old.version, old.registered_at_ms)
+    }
+
+    /// Whether this publisher is owned by that connection of that session.
+    pub fn owned_by(&self, session: &MemberId, conn_id: u64) -> bool {
+        self.conn_id == conn_id && &self.session == session
+    }
+
+    /// Checks ids and payload bounds (the dataInfoId was checked when it was parsed).
+    pub fn validate(&self) -> Result<(), PublisherError> {
+        validate_registration(&self.key.client_id, &self.key.regist_id, &self.data)
+    }
+
+    /// Bytes of payload (sum of the data strings), for accounting.
+    pub fn payload_len(&self) -> usize {
+        self.data.iter().map(String::len).sum()
+    }
+}
+
+/// Every publisher of one dataInfoId, as a data server holds it, with its datum version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Datum {
+    pub data_info_id: DataInfoId,
+    /// Grows on every change of this dataInfoId, also across failover.
+    pub version: u64,
+    /// Sorted by key, so two copies of the same version compare equal.
+    pub publishers: Vec<Publisher>,
+}
+
+impl Datum {
+    /// An empty datum (no publisher has ever been seen, or all left) at `version`.
+    pub fn empty(data_info_id: DataInfoId, version: u64) -> Self {
+        Self {
+            data_info_id,
+            version,
+            publishers: Vec::new(),
+        }
+    }
+
+    /// Every publisher's data strings, in publisher-key order: what a subscriber receives.
+    pub fn flat_data(&self) -> Vec<String> {
+        self.publishers
+            .iter()
+            .flat_map(|p| p.data.iter().cloned())
+            .collect()
+    }
+}

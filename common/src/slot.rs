@@ -1,0 +1,157 @@
+//! Placement: dataInfoId -> slot -> (primary, replicas).
+//!
+//! Step one hashes a dataInfoId into one of a fixed number of slots with CRC-32C, which is
+//! the same on every build, platform and Rust version. Step two, done by the meta leader,
+//! assigns each slot an ordered list of distinct data servers by rendezvous (highest random
+//! weight) hashing with XXH3: a join or leave only moves the slots whose top-`copies` set
+//! changes, and when a primary leaves, its first replica becomes primary.
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use crate::id::DataInfoId;
+use crate::member::MemberId;
+
+pub const DEFAULT_SLOT_COUNT: u32 = 256;
+
+/// Index of a slot in the table.
+pub type SlotId = u32;
+
+/// The slot a dataInfoId lives in.
+pub fn slot_of(id: &DataInfoId, slot_count: u32) -> SlotId {
+    crc32c::crc32c(id.as_str().as_bytes()) % slot_count.max(1)
+}
+
+/// Holders of one slot, best first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotAssignment {
+    /// Takes writes for the slot; `None` when no data server is alive.
+    pub primary: Option<MemberId>,
+    /// Receive the primary's operations asynchronously.
+    pub replicas: Vec<MemberId>,
+}
+
+impl SlotAssignment {
+    /// Primary then replicas.
+    pub fn holders(&self) -> impl Iterator<Item = &MemberId> {
+        self.primary.iter().chain(self.replicas.iter())
+    }
+
+    pub fn holds(&self, id: &MemberId) -> bool {
+        self.holders().any(|h| h == id)
+    }
+}
+
+/// The slot table of one epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotTable {
+    pub slots: Vec<SlotAssignment>,
+}
+
+fn score(slot: SlotId, member: &MemberId) -> u64 {
+    xxh3_64_with_seed(member.as_str().as_bytes(), u64::from(slot))
+}
+
+impl SlotTable {
+    /// A table with every slot unassigned.
+    pub fn empty(slot_count: u32) -> Self {
+        Self {
+            slots: vec![SlotAssignment::default(); slot_count as usize],
+        }
+    }
+
+    /// Rendezvous placement of `slot_count` slots on `servers`, `copies` distinct holders each
+    /// (fewer if there are fewer servers). Deterministic in the set of servers.
+    pub fn compute(servers: &[MemberId], slot_count: u32, copies: usize) -> Self {
+        let slots = (0..slot_count)
+            .map(|slot| {
+                let mut ranked: Vec<(u64, &MemberId)> =
+                    servers.iter().map(|m| (score(slot, m), m)).collect();
+                // Highest score first; ties (practically impossible) broken by id.
+                ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+                ranked.dedup_by(|a, b| a.1 == b.1);
+                let mut holders = ranked
+                    .into_iter()
+                    .take(copies.max(1))
+                    .map(|(_, m)| m.clone());
+                SlotAssignment {
+                    primary: holders.next(),
+                    replicas: holders.collect(),
+                }
+            })
+            .collect();
+        Self { slots }
+    }
+
+    pub fn slot_count(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    pub fn get(&self, slot: SlotId) -> Option<&SlotAssignment> {
+        self.slots.get(slot as usize)
+    }
+
+    /// The assignment of the slot `id` hashes into.
+    pub fn assignment_of(&self, id: &DataInfoId) -> Option<&SlotAssignment> {
+        self.get(slot_of(id, self.slot_count()))
+    }
+
+    pub fn primary_of(&self, id: &DataInfoId) -> Option<&MemberId> {
+        self.assignment_of(id).and_then(|a| a.primary.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn servers(n: usize) -> Vec<MemberId> {
+        (0..n).map(|i| MemberId(format!("data-{i}"))).collect()
+    }
+
+    #[test]
+    fn slot_hash_is_stable() {
+        // Pinned values: changing the hash would split the ring in a rolling upgrade.
+        let id = DataInfoId::new("com.example.Echo", None, None).unwrap();
+        assert_eq!(
+            slot_of(&id, 256),
+            crc32c::crc32c(id.as_str().as_bytes()) % 256
+        );
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn distinct_holders_and_failover_to_first_replica() {
+        let all = servers(4);
+        let table = SlotTable::compute(&all, 256, 2);
+        for a in &table.slots {
+            let holders: HashSet<_> = a.holders().collect();
+            assert_eq!(holders.len(), 2);
+        }
+        // Removing a server promotes the first replica of each slot it was primary for.
+        let gone = &all[0];
+        let rest: Vec<_> = all[1..].to_vec();
+        let after = SlotTable::compute(&rest, 256, 2);
+        for (before, now) in table.slots.iter().zip(&after.slots) {
+            if before.primary.as_ref() == Some(gone) {
+                assert_eq!(now.primary.as_ref(), before.replicas.first());
+            } else {
+                assert_eq!(now.primary, before.primary);
+            }
+        }
+    }
+
+    #[test]
+    fn fewer_servers_than_copies() {
+        let table = SlotTable::compute(&servers(1), 8, 3);
+        assert!(table
+            .slots
+            .iter()
+            .all(|a| a.primary.is_some() && a.replicas.is_empty()));
+        let table = SlotTable::compute(&[], 8, 2);
+        assert!(table.slots.iter().all(|a| a.primary.is_none()));
+    }
+}

@@ -1,0 +1,21 @@
+//! DataServer: the sharded tier that holds what publishers published.
+//!
+//! - [`config`]: command-line/env configuration with working defaults.
+//! - [`error`]: the domain's errors and their wire codes.
+//! - [`store`]: datums in memory, sharded by slot, each with its bounded operation log.
+//! - [`routing`]: who owns a slot at the current epoch; refusals as `NotOwner`/`StaleEpoch`.
+//! - [`notify`]: batched change notifications to every session server.
+//! - [`api`]: the HTTP endpoints (write, fetch, versions, session digests).
+//! - [`server`]: startup (join the cluster, serve), the membership watcher and shutdown.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod notify;
+pub mod routing;
+pub mod server;
+pub mod store;
+
+pub use config::DataConfig;
+pub use server::DataServer;

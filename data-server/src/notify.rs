@@ -1,0 +1,187 @@
+//! Change notifications from this data server to every session server.
+//!
+//! One sender task per session server. A change marks `(dataInfoId, version)` pending for
+//! every session and wakes the senders; a sender takes everything pending and sends it in one
+//! batch (chunked), so an idle registry notifies at once and a busy one batches by itself:
+//! whatever arrives while a batch is in flight goes in the next. Pending changes are a map
+//! keyed by dataInfoId, so memory is bounded by the number of dataInfoIds however fast they
+//! churn. A failed batch is merged back and retried with backoff until the session leaves the
+//! membership. Small datums ride along so the session can push without fetching.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use registry_common::id::DataInfoId;
+use registry_common::member::{ClusterView, MemberId};
+use registry_common::proto::data::{Change, ChangeBatch};
+use registry_rpc::backoff::Backoff;
+use registry_rpc::{CancellationToken, HttpClient};
+use tokio::sync::{watch, Notify};
+
+use crate::metrics::DataMetrics;
+use crate::store::Store;
+
+/// Most changes in one notification request.
+const MAX_CHANGES_PER_BATCH: usize = 2_000;
+
+/// Path of the session endpoint that takes notifications.
+pub const CHANGES_PATH: &str = "/session/v1/changes";
+
+/// Everything a sender task needs, shared.
+struct Shared {
+    from: MemberId,
+    store: Arc<Store>,
+    http: HttpClient,
+    view: watch::Receiver<Arc<ClusterView>>,
+    metrics: DataMetrics,
+    /// Datums with at most this many publishers ride along with their notification.
+    inline_max_publishers: usize,
+}
+
+/// One session server being notified.
+struct Target {
+    addr: String,
+    /// dataInfoId -> highest changed version not yet sent.
+    pending: Mutex<HashMap<DataInfoId, u64>>,
+    wake: Notify,
+    stop: CancellationToken,
+}
+
+#[derive(Clone)]
+pub struct Notifier {
+    shared: Arc<Shared>,
+    targets: Arc<Mutex<HashMap<MemberId, Arc<Target>>>>,
+    shutdown: CancellationToken,
+}
+
+impl Notifier {
+    pub fn new(
+        from: MemberId,
+        store: Arc<Store>,
+        http: HttpClient,
+        view: watch::Receiver<Arc<ClusterView>>,
+        metrics: DataMetrics,
+        inline_max_publishers: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                from,
+                store,
+                http,
+                view,
+                metrics,
+                inline_max_publishers,
+            }),
+            targets: Arc::new(Mutex::new(HashMap::new())),
+            shutdown,
+        }
+    }
+
+    /// Queues these changes for every session server.
+    pub fn notify(&self, changes: &[(DataInfoId, u64)]) {
+        if changes.is_empty() {
+            return;
+        }
+        let targets: Vec<Arc<Target>> = self.targets.lock().values().cloned().collect();
+        for target in targets {
+            {
+                let mut pending = target.pending.lock();
+                for (id, version) in changes {
+                    let v = pending.entry(id.clone()).or_insert(0);
+                    *v = (*v).max(*version);
+                }
+            }
+            target.wake.notify_one();
+        }
+    }
+
+    /// Makes the set of notified sessions match `sessions` (id, addr).
+    pub fn set_targets(&self, sessions: &[(MemberId, String)]) {
+        let mut targets = self.targets.lock();
+        targets.retain(|id, t| {
+            let keep = sessions.iter().any(|(s, a)| s == id && a == &t.addr);
+            if !keep {
+                t.stop.cancel();
+            }
+            keep
+        });
+        for (id, addr) in sessions {
+            if targets.contains_key(id) {
+                continue;
+            }
+            let target = Arc::new(Target {
+                addr: addr.clone(),
+                pending: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+                stop: self.shutdown.child_token(),
+            });
+            targets.insert(id.clone(), target.clone());
+            tokio::spawn(run_target(self.shared.clone(), target));
+        }
+    }
+}
+
+async fn run_target(shared: Arc<Shared>, target: Arc<Target>) {
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = target.wake.notified() => {}
+            _ = target.stop.cancelled() => return,
+        }
+        loop {
+            let taken: Vec<(DataInfoId, u64)> = {
+                let mut pending = target.pending.lock();
+                if pending.is_empty() {
+                    break;
+                }
+                let n = pending.len().min(MAX_CHANGES_PER_BATCH);
+                let keys: Vec<DataInfoId> = pending.keys().take(n).cloned().collect();
+                keys.into_iter()
+                    .filter_map(|k| pending.remove_entry(&k))
+                    .collect()
+            };
+            let changes: Vec<Change> = taken
+                .iter()
+                .map(|(id, version)| {
+                    let datum = shared.store.small_datum(id, shared.inline_max_publishers);
+                    Change {
+                        data_info_id: id.clone(),
+                        version: datum.as_ref().map_or(*version, |d| d.version.max(*version)),
+                        datum,
+                    }
+                })
+                .collect();
+            let batch = ChangeBatch {
+                from: shared.from.clone(),
+                epoch: shared.view.borrow().epoch,
+                changes,
+            };
+            let sent: Result<serde_json::Value, _> =
+                shared.http.post(&target.addr, CHANGES_PATH, &batch).await;
+            match sent {
+                Ok(_) => {
+                    backoff.reset();
+                    shared.metrics.notifications.inc_by(taken.len() as u64);
+                }
+                Err(e) => {
+                    shared.metrics.notify_failures.inc();
+                    tracing::debug!(to = %target.addr, "change notification failed: {e}");
+                    {
+                        let mut pending = target.pending.lock();
+                        for (id, version) in taken {
+                            let v = pending.entry(id).or_insert(0);
+                            *v = (*v).max(version);
+                        }
+                    }
+                    tokio::select! {
+                        _ = backoff.wait() => {}
+                        _ = target.stop.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+}

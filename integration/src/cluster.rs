@@ -1,0 +1,218 @@
+//! A whole cluster in the test process: meta, data and session nodes on 127.0.0.1.
+
+use std::net::TcpListener as StdListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use client_sdk::{Client, ClientConfig};
+use data_server::{DataConfig, DataServer};
+use meta_server::{MetaConfig, MetaServer};
+use registry_common::member::{ClusterView, Role};
+use registry_rpc::server::StartError;
+use session_server::{SessionConfig, SessionServer};
+use tempfile::TempDir;
+
+use crate::node::Node;
+use crate::wait::until;
+
+/// Shape and settings of a test cluster. Timings are shortened so failures are detected
+/// quickly.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    pub metas: usize,
+    pub datas: usize,
+    pub sessions: usize,
+    pub meta: MetaConfig,
+    pub data: DataConfig,
+    pub session: SessionConfig,
+}
+
+impl ClusterConfig {
+    pub fn new(metas: usize, datas: usize, sessions: usize) -> Self {
+        Self {
+            metas,
+            datas,
+            sessions,
+            meta: MetaConfig {
+                listen: "127.0.0.1:0".into(),
+                renew_interval_ms: 200,
+                lease_ms: 3_000,
+                disconnect_grace_ms: 300,
+                raft_heartbeat_ms: 50,
+                raft_election_ms: 250,
+                ..MetaConfig::default()
+            },
+            data: DataConfig {
+                listen: "127.0.0.1:0".into(),
+                session_cleanup_grace_ms: 1_000,
+                ..DataConfig::default()
+            },
+            session: SessionConfig {
+                listen: "127.0.0.1:0".into(),
+                ack_timeout_ms: 1_000,
+                ..SessionConfig::default()
+            },
+        }
+    }
+}
+
+pub struct Cluster {
+    pub config: ClusterConfig,
+    pub metas: Vec<Node<MetaServer>>,
+    pub datas: Vec<Node<DataServer>>,
+    pub sessions: Vec<Node<SessionServer>>,
+    /// Meta data directories live here; removed when the cluster is dropped.
+    pub dir: Arc<TempDir>,
+    meta_addrs: Vec<String>,
+}
+
+impl Cluster {
+    pub async fn start(config: ClusterConfig) -> anyhow::Result<Self> {
+        crate::init_test_logging();
+        let dir = Arc::new(tempfile::tempdir().context("cannot create a temp dir")?);
+        let mut listeners = Vec::new();
+        for _ in 0..config.metas {
+            let l = StdListener::bind("127.0.0.1:0")?;
+            l.set_nonblocking(true)?;
+            listeners.push(l);
+        }
+        let meta_addrs: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.to_string()))
+            .collect::<Result<_, _>>()?;
+        let peers: Vec<String> = meta_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect();
+        let mut cluster = Self {
+            config: config.clone(),
+            metas: Vec::new(),
+            datas: Vec::new(),
+            sessions: Vec::new(),
+            dir,
+            meta_addrs,
+        };
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let mut cfg = config.meta.clone();
+            cfg.node_id = i as u64 + 1;
+            cfg.peers = peers.clone();
+            cfg.data_dir = cluster.dir.path().join(format!("meta-{}", i + 1));
+            let node = Node::start(format!("meta-{}", i + 1), move |token| async move {
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .map_err(|e| StartError::Other(e.to_string()))?;
+                MetaServer::start_on(listener, cfg, token).await
+            })
+            .await?;
+            cluster.metas.push(node);
+        }
+        cluster.wait_for_leader().await;
+        for _ in 0..config.datas {
+            cluster.add_data().await?;
+        }
+        for _ in 0..config.sessions {
+            cluster.add_session().await?;
+        }
+        cluster.wait_converged().await;
+        Ok(cluster)
+    }
+
+    pub fn meta_addrs(&self) -> Vec<String> {
+        self.meta_addrs.clone()
+    }
+
+    pub fn session_addrs(&self) -> Vec<String> {
+        self.sessions
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.addr.to_string())
+            .collect()
+    }
+
+    /// Waits until some meta node knows a leader.
+    pub async fn wait_for_leader(&self) {
+        until("a meta leader", Duration::from_secs(15), || async {
+            self.metas
+                .iter()
+                .filter(|m| m.is_running())
+                .any(|m| m.server().raft().status().leader_id.is_some())
+        })
+        .await;
+    }
+
+    /// The applied cluster view of the first running meta node with the highest epoch.
+    pub fn view(&self) -> ClusterView {
+        self.metas
+            .iter()
+            .filter(|m| m.is_running())
+            .map(|m| m.server().raft().state().view)
+            .max_by_key(|v| v.epoch)
+            .unwrap_or_default()
+    }
+
+    /// Starts one more data server.
+    pub async fn add_data(&mut self) -> anyhow::Result<()> {
+        let mut cfg = self.config.data.clone();
+        cfg.meta = self.meta_addrs.clone();
+        let name = format!("data-{}", self.datas.len() + 1);
+        let node = Node::start(name, move |token| DataServer::start(cfg, token)).await?;
+        self.datas.push(node);
+        Ok(())
+    }
+
+    /// Starts one more session server.
+    pub async fn add_session(&mut self) -> anyhow::Result<()> {
+        let mut cfg = self.config.session.clone();
+        cfg.meta = self.meta_addrs.clone();
+        let name = format!("session-{}", self.sessions.len() + 1);
+        let node = Node::start(name, move |token| SessionServer::start(cfg, token)).await?;
+        self.sessions.push(node);
+        Ok(())
+    }
+
+    /// Waits until every running data and session server is a member and every running
+    /// data and session server has seen the latest epoch.
+    pub async fn wait_converged(&self) {
+        until(
+            "cluster view converged",
+            Duration::from_secs(15),
+            || async {
+                let view = self.view();
+                let datas = self.datas.iter().filter(|n| n.is_running());
+                let sessions = self.sessions.iter().filter(|n| n.is_running());
+                let members_ok = view.members_of(Role::Data).count()
+                    == self.datas.iter().filter(|n| n.is_running()).count()
+                    && view.members_of(Role::Session).count()
+                        == self.sessions.iter().filter(|n| n.is_running()).count();
+                let data_ok = datas
+                    .clone()
+                    .all(|d| d.server().state().membership.view().epoch >= view.epoch);
+                let session_ok = sessions
+                    .clone()
+                    .all(|s| s.server().state().membership.view().epoch >= view.epoch);
+                members_ok && data_ok && session_ok
+            },
+        )
+        .await;
+    }
+
+    /// An SDK client connected to session `i` only.
+    pub async fn client(&self, i: usize) -> anyhow::Result<Client> {
+        let mut config = ClientConfig::new([self.sessions[i].addr.to_string()]);
+        config.ordered = true;
+        config.connect_timeout = Duration::from_secs(5);
+        Ok(Client::connect(config).await?)
+    }
+
+    /// An SDK client that knows every session (starting at session `i`).
+    pub async fn client_all(&self, i: usize) -> anyhow::Result<Client> {
+        let mut addrs = self.session_addrs();
+        let n = addrs.len().max(1);
+        addrs.rotate_left(i % n);
+        let mut config = ClientConfig::new(addrs);
+        config.ordered = true;
+        config.connect_timeout = Duration::from_secs(5);
+        Ok(Client::connect(config).await?)
+    }
+}

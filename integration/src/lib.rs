@@ -1,0 +1,23 @@
+//! Test harness of the registry: real servers on 127.0.0.1 (port 0) in the test process.
+//!
+//! - [`node`]: one server in its own Tokio runtime, so a test can stop it gracefully or kill
+//!   it (every task and socket dropped at once, as when a process dies).
+//! - [`cluster`]: meta, data and session nodes started together, with addresses and clients.
+//! - [`raw`]: a bare WebSocket client speaking the JSON protocol by hand, for bad input and
+//!   for observing every push the server sends.
+//! - [`wait`]: waiting on a condition with a deadline (never a fixed sleep).
+
+pub mod cluster;
+pub mod node;
+pub mod raw;
+pub mod wait;
+
+/// Logs to stderr when `RUST_LOG` is set (quiet otherwise).
+pub fn init_test_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}

@@ -1,0 +1,20 @@
+//! MetaServer: the strongly consistent core of the registry.
+//!
+//! - [`state`]: the replicated state machine (members, epoch, slot table, settings).
+//! - [`raft`]: openraft wiring: types, the redb-backed log and state-machine store, the HTTP
+//!   network between meta nodes. Nothing outside this module names openraft.
+//! - [`leases`]: member leases and heartbeat connections, held by the leader in memory.
+//! - [`api`]: the HTTP endpoints for members, watchers and operators.
+//! - [`config`]: flags and defaults; [`error`]: the domain's errors.
+//! - [`server`]: startup, bootstrap and shutdown.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod leases;
+pub mod raft;
+pub mod server;
+pub mod state;
+
+pub use config::MetaConfig;
+pub use server::MetaServer;

@@ -1,0 +1,133 @@
+//! Starting, running and stopping a meta node.
+//!
+//! Startup binds the listener (so the advertised address has the real port), opens the Raft
+//! node on the data directory, serves, and then bootstraps: the node with the lowest id of
+//! `--peers` initialises the cluster if, and only if, its directory is pristine. A restarted
+//! node finds its vote and log on disk and rejoins without initialising again.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use registry_rpc::server::{bind, serve, ServerTask, StartError};
+use registry_rpc::CancellationToken;
+
+use crate::config::MetaConfig;
+use crate::leases::Leases;
+use crate::raft::MetaRaft;
+
+/// State shared by the handlers and tasks of one meta node.
+pub struct MetaState {
+    pub config: MetaConfig,
+    pub raft: MetaRaft,
+    pub leases: Arc<Leases>,
+    /// Fires when the node stops.
+    pub shutdown: CancellationToken,
+}
+
+/// A running meta node.
+pub struct MetaServer {
+    state: Arc<MetaState>,
+    server: ServerTask,
+}
+
+impl MetaServer {
+    pub async fn start(
+        config: MetaConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StartError> {
+        let listener = bind(&config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen.clone(),
+                source,
+            })?;
+        Self::start_on(listener, config, shutdown).await
+    }
+
+    /// Starts on an already bound listener (`config.listen` is ignored). Lets a caller learn
+    /// every node's port before any node starts, as a cluster on port 0 needs.
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        config: MetaConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StartError> {
+        // Our own stop must not stop other servers sharing the caller's token.
+        let shutdown = shutdown.child_token();
+        let local = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+        let advertise = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| local.to_string());
+        let mut peers = config.parse_peers().map_err(StartError::Other)?;
+        if peers.is_empty() {
+            peers.insert(config.node_id, advertise.clone());
+        }
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            StartError::Other(format!("cannot create {}: {e}", config.data_dir.display()))
+        })?;
+        let raft = MetaRaft::open(
+            &config.data_dir,
+            config.node_id,
+            advertise.clone(),
+            config.raft_settings(),
+        )
+        .await
+        .map_err(|e| StartError::Other(format!("cannot open the raft store: {e}")))?;
+        let leases = Arc::new(Leases::new(raft.clone(), config.lease(), config.grace()));
+        tokio::spawn(leases.clone().run(shutdown.clone()));
+        let state = Arc::new(MetaState {
+            config,
+            raft: raft.clone(),
+            leases,
+            shutdown: shutdown.clone(),
+        });
+        let router = crate::api::router(state.clone()).merge(raft.router());
+        let server = serve(listener, router, shutdown.clone(), Duration::from_secs(1))
+            .map_err(|e| StartError::Other(e.to_string()))?;
+        let first = peers.keys().next().copied();
+        if !state.config.join && first == Some(state.config.node_id) {
+            let pristine = raft
+                .is_pristine()
+                .await
+                .map_err(|e| StartError::Other(format!("cannot read the raft store: {e}")))?;
+            if pristine {
+                tracing::info!(voters = ?peers, "initialising a new meta cluster");
+                raft.initialize(peers)
+                    .await
+                    .map_err(|e| StartError::Other(format!("cannot initialise: {e}")))?;
+            }
+        }
+        // Stop the raft node when the server stops.
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            if let Err(e) = raft.shutdown().await {
+                tracing::debug!("raft shutdown: {e}");
+            }
+        });
+        tracing::info!(node = state.config.node_id, addr = %server.local_addr, "meta node started");
+        Ok(Self { state, server })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.local_addr
+    }
+
+    pub fn state(&self) -> &Arc<MetaState> {
+        &self.state
+    }
+
+    pub fn raft(&self) -> &MetaRaft {
+        &self.state.raft
+    }
+
+    /// Stops serving and shuts the Raft node down.
+    pub async fn shutdown(self) {
+        self.state.shutdown.cancel();
+        let _ = self.server.join.await;
+        let _ = self.state.raft.shutdown().await;
+    }
+}

@@ -1,0 +1,216 @@
+//! The replicated state machine of the MetaServer: members, epoch, slot table, settings.
+//!
+//! Commands are applied in log order on every meta node, so `apply` must be deterministic:
+//! it reads no clock (times come inside the command) and computes the slot table from the
+//! member set alone.
+
+use std::collections::BTreeSet;
+
+use registry_common::member::{ClusterSettings, ClusterView, Member, MemberId, Role};
+use registry_common::slot::SlotTable;
+use serde::{Deserialize, Serialize};
+
+/// A change to the cluster, proposed through Raft by the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "cmd",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum MetaCommand {
+    /// Adds a member. A member of the same role at the same address is an earlier
+    /// incarnation of the same server (the new process holds its port), so it is replaced.
+    Register { member: Member, now_ms: u64 },
+    /// Removes members (lease expired, connection lost, graceful leave).
+    Remove { ids: Vec<MemberId>, reason: String },
+    /// Marks data servers as draining: they keep serving but get no slots.
+    SetDraining { ids: Vec<MemberId>, draining: bool },
+    /// Replaces the cluster settings.
+    UpdateSettings { settings: ClusterSettings },
+}
+
+/// What applying a command produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetaResponse {
+    /// Epoch after the command.
+    pub epoch: u64,
+    /// Whether the command changed anything.
+    pub changed: bool,
+}
+
+/// The state machine's data. Serialised whole into snapshots.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetaState {
+    pub view: ClusterView,
+    /// Data servers that are being drained (excluded from placement).
+    #[serde(default)]
+    pub draining: BTreeSet<MemberId>,
+}
+
+impl MetaState {
+    pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
+        let changed = match cmd {
+            MetaCommand::Register { member, now_ms } => self.register(member, *now_ms),
+            MetaCommand::Remove { ids, .. } => {
+                let mut changed = false;
+                for id in ids {
+                    changed |= self.view.members.remove(id).is_some();
+                    self.draining.remove(id);
+                }
+                changed
+            }
+            MetaCommand::SetDraining { ids, draining } => {
+                let mut changed = false;
+                for id in ids {
+                    let is_data = self
+                        .view
+                        .members
+                        .get(id)
+                        .is_some_and(|m| m.role == Role::Data);
+                    if *draining && is_data {
+                        changed |= self.draining.insert(id.clone());
+                    } else if !*draining {
+                        changed |= self.draining.remove(id);
+                    }
+                }
+                changed
+            }
+            MetaCommand::UpdateSettings { settings } => {
+                let mut settings = settings.clone();
+                // The slot count is fixed for the life of a cluster.
+                settings.slot_count = self.view.settings.slot_count;
+                settings.copies = settings.copies.max(1);
+                let changed = settings != self.view.settings;
+                self.view.settings = settings;
+                changed
+            }
+        };
+        if changed {
+            self.view.epoch += 1;
+            self.view.slots = self.placement();
+        }
+        MetaResponse {
+            epoch: self.view.epoch,
+            changed,
+        }
+    }
+
+    fn register(&mut self, member: &Member, now_ms: u64) -> bool {
+        if let Some(existing) = self.view.members.get(&member.id) {
+            // A retried registration of the same incarnation: keep the first commit.
+            let same = existing.addr == member.addr
+                && existing.role == member.role
+                && existing.zone == member.zone;
+            if same {
+                return false;
+            }
+        }
+        let stale: Vec<MemberId> = self
+            .view
+            .members
+            .values()
+            .filter(|m| m.role == member.role && m.addr == member.addr && m.id != member.id)
+            .map(|m| m.id.clone())
+            .collect();
+        for id in stale {
+            self.view.members.remove(&id);
+            self.draining.remove(&id);
+        }
+        let mut member = member.clone();
+        member.registered_at_ms = now_ms;
+        self.view.members.insert(member.id.clone(), member);
+        true
+    }
+
+    /// The slot table for the current members and settings.
+    fn placement(&self) -> SlotTable {
+        let servers: Vec<MemberId> = self
+            .view
+            .members_of(Role::Data)
+            .map(|m| m.id.clone())
+            .filter(|id| !self.draining.contains(id))
+            .collect();
+        SlotTable::compute(
+            &servers,
+            self.view.settings.slot_count,
+            self.view.settings.copies,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, role: Role, addr: &str) -> Member {
+        Member {
+            id: MemberId(id.into()),
+            role,
+            addr: addr.into(),
+            zone: String::new(),
+            registered_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn register_bumps_epoch_and_places_slots() {
+        let mut s = MetaState::default();
+        let r = s.apply(&MetaCommand::Register {
+            member: member("d1", Role::Data, "a:1"),
+            now_ms: 5,
+        });
+        assert_eq!(
+            r,
+            MetaResponse {
+                epoch: 1,
+                changed: true
+            }
+        );
+        assert!(s.view.slots.slots.iter().all(|a| a.primary.is_some()));
+        // Idempotent retry.
+        let r = s.apply(&MetaCommand::Register {
+            member: member("d1", Role::Data, "a:1"),
+            now_ms: 6,
+        });
+        assert!(!r.changed);
+        assert_eq!(s.view.members[&MemberId("d1".into())].registered_at_ms, 5);
+    }
+
+    #[test]
+    fn new_incarnation_replaces_old_and_drain_excludes() {
+        let mut s = MetaState::default();
+        s.apply(&MetaCommand::Register {
+            member: member("d1", Role::Data, "a:1"),
+            now_ms: 1,
+        });
+        s.apply(&MetaCommand::Register {
+            member: member("d2", Role::Data, "a:2"),
+            now_ms: 1,
+        });
+        s.apply(&MetaCommand::Register {
+            member: member("d1b", Role::Data, "a:1"),
+            now_ms: 2,
+        });
+        assert_eq!(s.view.members.len(), 2);
+        assert!(!s.view.members.contains_key(&MemberId("d1".into())));
+        s.apply(&MetaCommand::SetDraining {
+            ids: vec![MemberId("d2".into())],
+            draining: true,
+        });
+        assert!(s
+            .view
+            .slots
+            .slots
+            .iter()
+            .all(|a| a.primary == Some(MemberId("d1b".into())) && a.replicas.is_empty()));
+        let epoch = s.view.epoch;
+        let r = s.apply(&MetaCommand::Remove {
+            ids: vec![MemberId("nope".into())],
+            reason: "test".into(),
+        });
+        assert!(!r.changed);
+        assert_eq!(s.view.epoch, epoch);
+    }
+}

@@ -1,0 +1,155 @@
+//! HTTP/JSON client for server-to-server calls.
+//!
+//! One [`HttpClient`] per process keeps connections alive per peer. Every call has a timeout;
+//! a non-2xx answer is decoded into the peer's [`ApiError`] when it sent one.
+
+use std::time::Duration;
+
+use registry_common::error::{ApiError, ErrorCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// The peer answered with a typed error.
+    #[error("{0}")]
+    Api(ApiError),
+    /// No answer within the call's timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The peer could not be reached (refused, reset, DNS).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The peer answered something we could not decode.
+    #[error("bad answer: {0}")]
+    BadAnswer(String),
+}
+
+impl RpcError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RpcError::Api(e) => e.code,
+            RpcError::Timeout(_) => ErrorCode::Timeout,
+            RpcError::Unreachable(_) => ErrorCode::Unavailable,
+            RpcError::BadAnswer(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The typed error the peer sent, if any.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            RpcError::Api(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub fn into_api(self) -> ApiError {
+        match self {
+            RpcError::Api(e) => e,
+            other => ApiError::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+/// Shared keep-alive client.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    inner: reqwest::Client,
+    /// Timeout of calls that do not name their own.
+    default_timeout: Duration,
+}
+
+impl HttpClient {
+    pub fn new(default_timeout: Duration) -> Self {
+        let inner = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .no_proxy()
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self {
+            inner,
+            default_timeout,
+        }
+    }
+
+    pub fn default_timeout(&self) -> Duration {
+        self.default_timeout
+    }
+
+    /// `POST http://{addr}{path}` with a JSON body, within the default timeout.
+    pub async fn post<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &Req,
+    ) -> Result<Resp, RpcError> {
+        self.post_within(addr, path, body, self.default_timeout)
+            .await
+    }
+
+    /// `POST http://{addr}{path}` with a JSON body, within `timeout`.
+    pub async fn post_within<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError> {
+        let body = serde_json::to_vec(body).map_err(|e| RpcError::BadAnswer(e.to_string()))?;
+        let request = self
+            .inner
+            .post(format!("http://{addr}{path}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .timeout(timeout);
+        Self::finish(request, timeout).await
+    }
+
+    /// `GET http://{addr}{path_and_query}` within `timeout`.
+    pub async fn get<Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path_and_query: &str,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError> {
+        let request = self
+            .inner
+            .get(format!("http://{addr}{path_and_query}"))
+            .timeout(timeout);
+        Self::finish(request, timeout).await
+    }
+
+    async fn finish<Resp: DeserializeOwned>(
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError> {
+        let response = request.send().await.map_err(|e| classify(e, timeout))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| classify(e, timeout))?;
+        if status.is_success() {
+            serde_json::from_slice(&bytes).map_err(|e| RpcError::BadAnswer(e.to_string()))
+        } else {
+            match serde_json::from_slice::<ApiError>(&bytes) {
+                Ok(api) => Err(RpcError::Api(api)),
+                Err(_) => Err(RpcError::BadAnswer(format!(
+                    "HTTP {status}: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                ))),
+            }
+        }
+    }
+}
+
+fn classify(e: reqwest::Error, timeout: Duration) -> RpcError {
+    if e.is_timeout() {
+        RpcError::Timeout(timeout)
+    } else if e.is_connect() || e.is_request() {
+        RpcError::Unreachable(e.to_string())
+    } else {
+        RpcError::BadAnswer(e.to_string())
+    }
+}

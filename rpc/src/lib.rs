@@ -1,0 +1,22 @@
+//! Plumbing shared by the meta, data and session servers.
+//!
+//! - [`client`]: the HTTP/JSON client (keep-alive, timeouts, typed errors) for server-to-server calls.
+//! - [`server`]: axum helpers: a JSON extractor with typed rejections, the error reply that maps
+//!   an [`registry_common::ApiError`] to its HTTP status, binding and serving with graceful shutdown.
+//! - [`backoff`]: exponential backoff with full jitter for every retry loop.
+//! - [`meta_client`]: talking to the MetaServer: register, renew, watch the cluster view,
+//!   following the leader; [`membership`] keeps a server joined and its view current.
+//! - [`metrics`]: the Prometheus registry and `/metrics` rendering.
+//! - [`runtime`]: logging setup and the shutdown signal of every binary.
+
+pub mod backoff;
+pub mod client;
+pub mod membership;
+pub mod meta_client;
+pub mod metrics;
+pub mod runtime;
+pub mod server;
+
+pub use client::{HttpClient, RpcError};
+pub use server::{ApiJson, ErrorReply};
+pub use tokio_util::sync::CancellationToken;

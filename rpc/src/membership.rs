@@ -1,0 +1,267 @@
+//! Keeping a data or session server joined to the cluster.
+//!
+//! [`Membership::join`] registers with the MetaServer (retrying with backoff), then runs two
+//! background loops until shutdown: a renewal every `renew_interval` (liveness is its own
+//! heartbeat, never a side effect of writes; a member the meta no longer knows registers
+//! again), and a blocking watch of the cluster view that publishes every newer epoch on a
+//! `tokio::sync::watch` channel. A third loop keeps a WebSocket heartbeat open to the meta
+//! leader: when this process dies the kernel closes it, and the leader removes the member
+//! after a short grace instead of a whole lease later. Servers read the current view with [`Membership::view`]
+//! and react to changes through [`Membership::subscribe`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use registry_common::error::ErrorCode;
+use registry_common::member::{ClusterView, Member};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::client::RpcError;
+use crate::meta_client::MetaClient;
+
+/// How long one blocking watch waits at the meta before it answers with no change.
+const WATCH_WAIT: Duration = Duration::from_secs(20);
+
+pub struct Membership {
+    /// This server as registered.
+    member: Member,
+    meta: Arc<MetaClient>,
+    /// Latest cluster view (highest epoch seen).
+    view_tx: Arc<watch::Sender<Arc<ClusterView>>>,
+    /// Stops the loops (child of the server's shutdown token).
+    stop: CancellationToken,
+}
+
+impl Membership {
+    /// Registers `member` and starts renewing and watching. Retries registration with
+    /// backoff until it succeeds or `shutdown` fires.
+    pub async fn join(
+        meta: Arc<MetaClient>,
+        member: Member,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, RpcError> {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        let registered = loop {
+            match meta.register(&member).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    if backoff.attempts().is_multiple_of(10) {
+                        tracing::warn!(member = %member.id, "cannot register with meta yet: {e}");
+                    }
+                    tokio::select! {
+                        _ = backoff.wait() => {}
+                        _ = shutdown.cancelled() => return Err(e),
+                    }
+                }
+            }
+        };
+        tracing::info!(member = %member.id, epoch = registered.view.epoch, "joined the cluster");
+        let (view_tx, _) = watch::channel(Arc::new(registered.view));
+        let view_tx = Arc::new(view_tx);
+        let stop = shutdown.child_token();
+        let renew = Duration::from_millis(registered.lease.renew_interval_ms.max(10));
+        tokio::spawn(renew_loop(
+            meta.clone(),
+            member.clone(),
+            view_tx.clone(),
+            renew,
+            stop.clone(),
+        ));
+        tokio::spawn(watch_loop(meta.clone(), view_tx.clone(), stop.clone()));
+        tokio::spawn(heartbeat_loop(
+            meta.clone(),
+            member.id.clone(),
+            renew,
+            stop.clone(),
+        ));
+        Ok(Self {
+            member,
+            meta,
+            view_tx,
+            stop,
+        })
+    }
+
+    pub fn member(&self) -> &Member {
+        &self.member
+    }
+
+    /// The latest cluster view.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view_tx.borrow().clone()
+    }
+
+    /// A receiver that wakes on every newer view.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.view_tx.subscribe()
+    }
+
+    /// Asks the meta for its current view now and publishes it if newer (after a peer said
+    /// our epoch is stale).
+    pub async fn refresh(&self) {
+        if let Ok(view) = self.meta.view(0, Duration::ZERO).await {
+            publish(&self.view_tx, view);
+        }
+    }
+
+    /// Waits until the view's epoch is at least `epoch`, up to `timeout`.
+    pub async fn wait_for_epoch(&self, epoch: u64, timeout: Duration) -> bool {
+        let mut rx = self.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|v| v.epoch >= epoch))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Leaves the cluster: stops renewing and deregisters.
+    pub async fn leave(&self) {
+        self.stop.cancel();
+        if let Err(e) = self.meta.deregister(&self.member.id).await {
+            tracing::warn!(member = %self.member.id, "deregistration failed: {e}");
+        }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn publish(tx: &watch::Sender<Arc<ClusterView>>, view: ClusterView) {
+    tx.send_if_modified(|cur| {
+        if view.epoch > cur.epoch {
+            *cur = Arc::new(view);
+            true
+        } else {
+            false
+        }
+    });
+}
+
+async fn renew_loop(
+    meta: Arc<MetaClient>,
+    member: Member,
+    view_tx: Arc<watch::Sender<Arc<ClusterView>>>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        match meta.renew(&member.id).await {
+            Ok(_) => {}
+            Err(RpcError::Api(e)) if e.code == ErrorCode::NotFound => {
+                tracing::warn!(member = %member.id, "meta no longer knows this member; registering again");
+                match meta.register(&member).await {
+                    Ok(r) => publish(&view_tx, r.view),
+                    Err(e) => tracing::warn!(member = %member.id, "re-registration failed: {e}"),
+                }
+            }
+            Err(e) => tracing::debug!(member = %member.id, "renewal failed: {e}"),
+        }
+    }
+}
+
+async fn watch_loop(
+    meta: Arc<MetaClient>,
+    view_tx: Arc<watch::Sender<Arc<ClusterView>>>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    loop {
+        let after = view_tx.borrow().epoch;
+        let answer = tokio::select! {
+            r = meta.view(after, WATCH_WAIT) => r,
+            _ = stop.cancelled() => return,
+        };
+        match answer {
+            Ok(view) => {
+                backoff.reset();
+                publish(&view_tx, view);
+            }
+            Err(e) => {
+                tracing::debug!("cluster view watch failed: {e}");
+                tokio::select! {
+                    _ = backoff.wait() => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Keeps a heartbeat WebSocket open to the meta leader, following redirects.
+async fn heartbeat_loop(
+    meta: Arc<MetaClient>,
+    id: registry_common::member::MemberId,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    let mut next: Option<String> = None;
+    loop {
+        let candidates = match next.take() {
+            Some(a) => vec![a],
+            None => meta.candidates(),
+        };
+        for addr in candidates {
+            let url = format!("ws://{addr}/meta/v1/heartbeat?id={}", id.as_str());
+            let connect = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio_tungstenite::connect_async(url),
+            );
+            let mut ws = tokio::select! {
+                r = connect => match r {
+                    Ok(Ok((ws, _))) => ws,
+                    Ok(Err(WsError::Http(resp))) => {
+                        let redirect = resp
+                            .body()
+                            .as_deref()
+                            .and_then(|b| serde_json::from_slice::<registry_common::ApiError>(b).ok())
+                            .and_then(|e| e.redirect);
+                        if let Some(r) = redirect {
+                            next = Some(r);
+                            break;
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                },
+                _ = stop.cancelled() => return,
+            };
+            backoff.reset();
+            meta.set_leader(Some(addr.clone()));
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {
+                        let sent = tokio::time::timeout(every.max(Duration::from_secs(1)), ws.send(Message::Text("ping".into()))).await;
+                        if !matches!(sent, Ok(Ok(()))) { break; }
+                    }
+                    msg = ws.next() => match msg {
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(_)) => {}
+                    },
+                    _ = stop.cancelled() => {
+                        let _ = ws.close(None).await;
+                        return;
+                    }
+                }
+            }
+            break;
+        }
+        tokio::select! {
+            _ = backoff.wait() => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! HTTP routes of a session server.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/ws` | client WebSocket (JSON frames, see `docs/protocol.md`) |
+//! | POST | `/session/v1/changes` | `ChangeBatch` from a data server -> `{}` |
+//! | GET | `/session/v1/status` | connections, publishers, subscriptions, pending writes |
+//! | GET | `/health`, `/ready`, `/metrics` | liveness, readiness, Prometheus |
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use registry_common::proto::data::ChangeBatch;
+use registry_rpc::server::not_found;
+use registry_rpc::{ApiJson, ErrorReply};
+use serde::Serialize;
+
+use crate::server::SessionState;
+
+pub fn router(state: Arc<SessionState>) -> Router {
+    Router::new()
+        .route("/ws", get(ws))
+        .route("/session/v1/changes", post(changes))
+        .route("/session/v1/status", get(status))
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(|| async { "ready" }))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
+        .with_state(state)
+}
+
+async fn ws(
+    State(s): State<Arc<SessionState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let max = s.config.max_frame_bytes;
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| crate::conn::serve(socket, remote, s))
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+async fn changes(
+    State(s): State<Arc<SessionState>>,
+    ApiJson(batch): ApiJson<ChangeBatch>,
+) -> Result<ApiJson<Empty>, ErrorReply> {
+    for change in batch.changes {
+        s.pusher.on_change(change);
+    }
+    Ok(ApiJson(Empty {}))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Status {
+    id: String,
+    epoch: u64,
+    connections: i64,
+    publishers: i64,
+    subscribers: i64,
+    forward_pending: usize,
+    outbox_frames: i64,
+}
+
+async fn status(State(s): State<Arc<SessionState>>) -> ApiJson<Status> {
+    ApiJson(Status {
+        id: s.id.to_string(),
+        epoch: s.membership.view().epoch,
+        connections: s.metrics.connections.get(),
+        publishers: s.metrics.publishers.get(),
+        subscribers: s.metrics.subscribers.get(),
+        forward_pending: s.forwarder.pending(),
+        outbox_frames: s.metrics.outbox_frames.get(),
+    })
+}
+
+async fn metrics(State(s): State<Arc<SessionState>>) -> String {
+    registry_rpc::metrics::render(&s.metrics.registry)
+}

@@ -1,0 +1,95 @@
+//! SessionServer configuration: flags with environment-variable equivalents; the defaults
+//! start a working local server next to a MetaServer on its default port.
+
+use std::time::Duration;
+
+use clap::Args;
+
+/// Default port of a session server (client WebSocket at `/ws`, HTTP API).
+pub const DEFAULT_PORT: u16 = 9600;
+
+#[derive(Debug, Clone, Args)]
+pub struct SessionConfig {
+    /// Address to listen on (`host:port`; port 0 picks a free port).
+    #[arg(
+        long = "listen",
+        env = "REGISTRY_SESSION_LISTEN",
+        default_value = "127.0.0.1:9600"
+    )]
+    pub listen: String,
+    /// Address other servers and clients reach this one at (defaults to the bound address).
+    #[arg(long = "advertise", env = "REGISTRY_SESSION_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// MetaServer addresses, comma-separated.
+    #[arg(
+        long = "meta",
+        env = "REGISTRY_META",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:9610"
+    )]
+    pub meta: Vec<String>,
+    /// Zone this server runs in.
+    #[arg(long, env = "REGISTRY_ZONE", default_value = "default")]
+    pub zone: String,
+    /// Largest client frame accepted, in bytes; a bigger one closes the connection.
+    #[arg(long, env = "REGISTRY_SESSION_MAX_FRAME_BYTES", default_value_t = 1024 * 1024)]
+    pub max_frame_bytes: usize,
+    /// Frames queued towards one client before it is closed as too slow.
+    #[arg(long, env = "REGISTRY_SESSION_OUTBOX_FRAMES", default_value_t = 8192)]
+    pub outbox_frames: usize,
+    /// A push not acknowledged within this time is sent again (with backoff), in ms.
+    #[arg(long, env = "REGISTRY_SESSION_ACK_TIMEOUT_MS", default_value_t = 3_000)]
+    pub ack_timeout_ms: u64,
+    /// Unacknowledged pushes resent this many times before the connection is closed.
+    #[arg(long, env = "REGISTRY_SESSION_ACK_RETRIES", default_value_t = 5)]
+    pub ack_retries: u32,
+    /// A client that sends nothing (not even a ping) for this long is disconnected, in ms.
+    #[arg(
+        long,
+        env = "REGISTRY_SESSION_CLIENT_IDLE_MS",
+        default_value_t = 60_000
+    )]
+    pub client_idle_ms: u64,
+    /// Datums kept in the cache.
+    #[arg(
+        long,
+        env = "REGISTRY_SESSION_CACHE_ENTRIES",
+        default_value_t = 200_000
+    )]
+    pub cache_entries: u64,
+    /// Timeout of calls to other servers, in milliseconds.
+    #[arg(long, env = "REGISTRY_SESSION_RPC_TIMEOUT_MS", default_value_t = 3_000)]
+    pub rpc_timeout_ms: u64,
+    /// Most ops or ids in one request to a data server.
+    #[arg(long, env = "REGISTRY_SESSION_MAX_BATCH", default_value_t = 2_000)]
+    pub max_batch: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            listen: format!("127.0.0.1:{DEFAULT_PORT}"),
+            advertise: None,
+            meta: vec!["127.0.0.1:9610".into()],
+            zone: "default".into(),
+            max_frame_bytes: 1024 * 1024,
+            outbox_frames: 8192,
+            ack_timeout_ms: 3_000,
+            ack_retries: 5,
+            client_idle_ms: 60_000,
+            cache_entries: 200_000,
+            rpc_timeout_ms: 3_000,
+            max_batch: 2_000,
+        }
+    }
+}
+
+impl SessionConfig {
+    pub fn rpc_timeout(&self) -> Duration {
+        Duration::from_millis(self.rpc_timeout_ms.max(1))
+    }
+
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.ack_timeout_ms.max(10))
+    }
+}

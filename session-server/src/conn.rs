@@ -1,0 +1,275 @@
+//! One client WebSocket: read frames, dispatch them, write replies and pushes.
+//!
+//! The reader decodes each text frame into a [`ClientFrame`]; anything it cannot decode gets
+//! a typed `error` frame (and a log line) and the connection carries on. A frame above the
+//! maximum size closes the connection with code 1009 and a reason. A writer task drains the
+//! connection's outbox into the socket, with a write timeout so a client that stops reading
+//! cannot hold the server. When the connection ends, its publishers are withdrawn from the
+//! data tier and its subscriptions dropped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::{SinkExt, StreamExt};
+use registry_common::error::ApiError;
+use registry_common::id::{validate_part, DataInfoId};
+use registry_common::proto::client::{ClientFrame, ServerFrame, PROTOCOL_VERSION};
+use tokio::sync::mpsc;
+
+use crate::error::SessionError;
+use crate::registry::{Conn, Hello, Registration};
+use crate::server::SessionState;
+
+/// How long one frame may take to write before the client is considered stuck.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one upgraded WebSocket until it closes.
+pub async fn serve(socket: WebSocket, remote: SocketAddr, ctx: Arc<SessionState>) {
+    let (conn, rx) = ctx.registry.open(remote);
+    tracing::debug!(conn = conn.id, %remote, "client connected");
+    let (sink, mut stream) = socket.split();
+    let writer = tokio::spawn(write_loop(sink, rx, conn.clone()));
+    let idle = Duration::from_millis(ctx.config.client_idle_ms.max(100));
+    loop {
+        let next = tokio::select! {
+            n = tokio::time::timeout(idle, stream.next()) => n,
+            _ = conn.outbox.close_signal().requested() => break,
+            _ = ctx.shutdown.cancelled() => break,
+        };
+        match next {
+            Ok(Some(Ok(Message::Text(text)))) => handle_text(&ctx, &conn, text.as_str()),
+            Ok(Some(Ok(Message::Binary(_)))) => reply_error(
+                &ctx,
+                &conn,
+                None,
+                ApiError::new(
+                    registry_common::ErrorCode::Malformed,
+                    "binary frames are not supported; send JSON text frames",
+                ),
+            ),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                let text = e.to_string();
+                if text.contains("Space limit") || text.contains("too long") {
+                    tracing::info!(conn = conn.id, %remote, "closing: frame too large: {text}");
+                    ctx.metrics
+                        .closed
+                        .with_label_values(&["frame_too_large"])
+                        .inc();
+                    conn.outbox.close_signal().close(
+                        1009,
+                        format!(
+                            "frame exceeds the maximum of {} bytes",
+                            ctx.config.max_frame_bytes
+                        ),
+                    );
+                } else {
+                    tracing::debug!(conn = conn.id, "read error: {text}");
+                }
+                break;
+            }
+            Err(_) => {
+                ctx.metrics.closed.with_label_values(&["idle"]).inc();
+                conn.outbox
+                    .close_signal()
+                    .close(1001, "no frame received within the idle timeout");
+                break;
+            }
+        }
+    }
+    // Withdraw this connection's publishers and subscriptions.
+    let ops = ctx.registry.close(&conn);
+    ctx.forwarder.submit(ops);
+    ctx.pusher.drop_conn(&conn);
+    conn.outbox.close_signal().close(1000, "bye");
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    tracing::debug!(conn = conn.id, "client disconnected");
+}
+
+async fn write_loop(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<String>,
+    conn: Arc<Conn>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            frame = rx.recv() => {
+                let Some(frame) = frame else { break };
+                conn.outbox.taken();
+                let sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(frame.into()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    conn.outbox.close_signal().close(1008, "write timed out");
+                    break;
+                }
+            }
+            (code, reason) = conn.outbox.close_signal().requested() => {
+                let close = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }));
+                let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close)).await;
+                break;
+            }
+        }
+    }
+    // Account for frames never written.
+    while rx.try_recv().is_ok() {
+        conn.outbox.taken();
+    }
+}
+
+fn send(conn: &Conn, frame: &ServerFrame) {
+    match serde_json::to_string(frame) {
+        Ok(text) => {
+            if conn.outbox.send(text).is_err() {
+                conn.outbox
+                    .close_signal()
+                    .close(1008, "outgoing queue full: client does not keep up");
+            }
+        }
+        Err(e) => tracing::error!("cannot encode a frame: {e}"),
+    }
+}
+
+fn reply_error(ctx: &SessionState, conn: &Conn, req_id: Option<u64>, error: ApiError) {
+    ctx.metrics
+        .bad_frames
+        .with_label_values(&[&format!("{:?}", error.code)])
+        .inc();
+    tracing::info!(conn = conn.id, remote = %conn.remote, code = ?error.code, "refused a client frame: {}", error.message);
+    send(conn, &ServerFrame::Error { req_id, error });
+}
+
+fn handle_text(ctx: &Arc<SessionState>, conn: &Arc<Conn>, text: &str) {
+    let frame = match ClientFrame::decode(text) {
+        Ok(f) => f,
+        Err(e) => return reply_error(ctx, conn, e.req_id, e.error),
+    };
+    let req_id = frame.req_id();
+    match dispatch(ctx, conn, frame) {
+        Ok(Some(reply)) => send(conn, &reply),
+        Ok(None) => {}
+        Err(e) => reply_error(ctx, conn, req_id, e.into()),
+    }
+}
+
+/// The one place a client request is authorised (blacklist today; credentials later).
+fn authorize(ctx: &SessionState, conn: &Conn, app: &str) -> Result<(), SessionError> {
+    let view = ctx.membership.view();
+    let ip = conn.remote.ip().to_string();
+    let listed = view
+        .settings
+        .client_blacklist
+        .iter()
+        .any(|b| b == &ip || (!app.is_empty() && b == app));
+    if listed {
+        return Err(SessionError::Forbidden(format!("{ip} is blacklisted")));
+    }
+    Ok(())
+}
+
+fn dispatch(
+    ctx: &Arc<SessionState>,
+    conn: &Arc<Conn>,
+    frame: ClientFrame,
+) -> Result<Option<ServerFrame>, SessionError> {
+    match frame {
+        ClientFrame::Hello {
+            req_id,
+            protocol,
+            client_id,
+            zone,
+            app,
+        } => {
+            if protocol != PROTOCOL_VERSION {
+                return Err(SessionError::Protocol(protocol, PROTOCOL_VERSION));
+            }
+            validate_part("clientId", &client_id)?;
+            authorize(ctx, conn, &app)?;
+            conn.hello
+                .set(Hello {
+                    client_id,
+                    zone,
+                    app,
+                })
+                .map_err(|_| SessionError::DuplicateHello)?;
+            Ok(Some(ServerFrame::Welcome {
+                req_id,
+                protocol: PROTOCOL_VERSION,
+                conn_id: conn.id,
+                session_id: ctx.id.to_string(),
+                max_frame_bytes: ctx.config.max_frame_bytes,
+            }))
+        }
+        ClientFrame::RegisterPublisher {
+            req_id,
+            regist_id,
+            data_id,
+            instance_id,
+            group,
+            data,
+            version,
+        } => {
+            let hello = conn.hello.get().ok_or(SessionError::NoHello)?;
+            authorize(ctx, conn, &hello.app)?;
+            let id = DataInfoId::new(&data_id, instance_id.as_deref(), group.as_deref())?;
+            let ops = ctx.registry.register_publisher(
+                conn,
+                Registration {
+                    regist_id: &regist_id,
+                    data_info_id: id,
+                    data,
+                    version,
+                },
+            )?;
+            ctx.forwarder.submit(ops);
+            Ok(Some(ServerFrame::Ack { req_id }))
+        }
+        ClientFrame::UnregisterPublisher { req_id, regist_id } => {
+            if let Some(op) = ctx.registry.unregister_publisher(conn, &regist_id)? {
+                ctx.forwarder.submit(vec![op]);
+            }
+            Ok(Some(ServerFrame::Ack { req_id }))
+        }
+        ClientFrame::RegisterSubscriber {
+            req_id,
+            regist_id,
+            data_id,
+            instance_id,
+            group,
+            known_version,
+        } => {
+            let hello = conn.hello.get().ok_or(SessionError::NoHello)?;
+            authorize(ctx, conn, &hello.app)?;
+            validate_part("registId", &regist_id)?;
+            let id = DataInfoId::new(&data_id, instance_id.as_deref(), group.as_deref())?;
+            let previous = conn
+                .subscribers
+                .lock()
+                .insert(regist_id.clone(), id.clone());
+            if let Some(prev) = previous {
+                ctx.pusher.unsubscribe(conn.id, &regist_id, &prev);
+            }
+            // The ack goes out before the first push.
+            send(conn, &ServerFrame::Ack { req_id });
+            ctx.pusher.subscribe(conn, &regist_id, id, known_version);
+            Ok(None)
+        }
+        ClientFrame::UnregisterSubscriber { req_id, regist_id } => {
+            let id = conn.subscribers.lock().remove(&regist_id).ok_or_else(|| {
+                SessionError::Unknown {
+                    what: "subscriber",
+                    regist_id: regist_id.chars().take(64).collect(),
+                }
+            })?;
+            ctx.pusher.unsubscribe(conn.id, &regist_id, &id);
+            Ok(Some(ServerFrame::Ack { req_id }))
+        }
+        ClientFrame::PushAck { push_id } => {
+            ctx.pusher.on_ack(conn, push_id);
+            Ok(None)
+        }
+        ClientFrame::Ping { req_id } => Ok(Some(ServerFrame::Pong { req_id })),
+    }
+}

@@ -1,0 +1,49 @@
+//! Errors a session answers clients with, and their wire codes.
+
+use registry_common::error::{ApiError, ErrorCode};
+use registry_common::id::IdError;
+use registry_common::model::PublisherError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SessionError {
+    #[error("send `hello` first")]
+    NoHello,
+    #[error("`hello` was already received on this connection")]
+    DuplicateHello,
+    #[error("protocol version {0} is not supported (this server speaks {1})")]
+    Protocol(u32, u32),
+    #[error(transparent)]
+    InvalidId(#[from] IdError),
+    #[error(transparent)]
+    InvalidPublisher(#[from] PublisherError),
+    #[error("version {given} is older than the registered version {current}")]
+    StaleVersion { given: u64, current: u64 },
+    #[error("no {what} `{regist_id}` on this connection")]
+    Unknown {
+        what: &'static str,
+        regist_id: String,
+    },
+    #[error("client is not allowed: {0}")]
+    Forbidden(String),
+}
+
+impl SessionError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SessionError::NoHello | SessionError::DuplicateHello => ErrorCode::FailedPrecondition,
+            SessionError::Protocol(..) => ErrorCode::UnsupportedProtocol,
+            SessionError::InvalidId(_) | SessionError::InvalidPublisher(_) => {
+                ErrorCode::InvalidArgument
+            }
+            SessionError::StaleVersion { .. } => ErrorCode::FailedPrecondition,
+            SessionError::Unknown { .. } => ErrorCode::NotFound,
+            SessionError::Forbidden(_) => ErrorCode::Forbidden,
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> ApiError {
+        ApiError::new(e.code(), e.to_string())
+    }
+}

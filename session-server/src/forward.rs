@@ -1,0 +1,295 @@
+//! Forwarding publisher writes to the data tier until they land.
+//!
+//! The session acknowledges a registration once it holds it; from then on the write is this
+//! module's to deliver. Ops are routed to the primary of their slot by the current view and
+//! queued in that data server's lane; each lane sends everything it has in one batch and
+//! whatever arrives meanwhile goes in the next, so an idle session forwards at once and a busy
+//! one batches by itself. Only the newest op per publisher is kept (a lane's queue is a map
+//! keyed by publisher), so queues are bounded by the number of publishers. A refused or failed
+//! op is re-routed by the newest view and retried with backoff, unless a newer op for the same
+//! publisher superseded it. A dead data server stalls only its own lane.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use registry_common::error::ErrorCode;
+use registry_common::member::{ClusterView, Role};
+use registry_common::model::PublisherKey;
+use registry_common::proto::data::{WriteOp, WriteRequest, WriteResponse};
+use registry_rpc::backoff::Backoff;
+use registry_rpc::membership::Membership;
+use registry_rpc::{CancellationToken, HttpClient, RpcError};
+use tokio::sync::Notify;
+
+use crate::metrics::SessionMetrics;
+
+/// An op and its place in the order of ops for its publisher.
+#[derive(Clone, Debug)]
+struct Queued {
+    seq: u64,
+    op: WriteOp,
+}
+
+fn key_of(op: &WriteOp) -> PublisherKey {
+    match op {
+        WriteOp::Publish { publisher } => publisher.key.clone(),
+        WriteOp::Unpublish { key, .. } => key.clone(),
+    }
+}
+
+struct Lane {
+    addr: String,
+    pending: Mutex<HashMap<PublisherKey, Queued>>,
+    wake: Notify,
+    stop: CancellationToken,
+}
+
+struct Shared {
+    http: HttpClient,
+    membership: Arc<Membership>,
+    metrics: SessionMetrics,
+    max_batch: usize,
+    shutdown: CancellationToken,
+    seq: AtomicU64,
+    /// Newest seq per publisher with an op not yet landed; an older op that fails is dropped.
+    latest: Mutex<HashMap<PublisherKey, u64>>,
+    lanes: Mutex<HashMap<String, Arc<Lane>>>,
+    /// Ops with no primary to go to (no data server yet); re-routed on every view change.
+    parked: Mutex<HashMap<PublisherKey, Queued>>,
+}
+
+#[derive(Clone)]
+pub struct Forwarder {
+    shared: Arc<Shared>,
+}
+
+impl Forwarder {
+    pub fn new(
+        http: HttpClient,
+        membership: Arc<Membership>,
+        metrics: SessionMetrics,
+        max_batch: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                http,
+                membership,
+                metrics,
+                max_batch: max_batch.max(1),
+                shutdown,
+                seq: AtomicU64::new(0),
+                latest: Mutex::new(HashMap::new()),
+                lanes: Mutex::new(HashMap::new()),
+                parked: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Queues ops for delivery.
+    pub fn submit(&self, ops: Vec<WriteOp>) {
+        if ops.is_empty() {
+            return;
+        }
+        let view = self.shared.membership.view();
+        let mut queued = Vec::with_capacity(ops.len());
+        {
+            let mut latest = self.shared.latest.lock();
+            for op in ops {
+                let seq = self.shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
+                latest.insert(key_of(&op), seq);
+                queued.push(Queued { seq, op });
+            }
+            self.shared.metrics.forward_pending.set(latest.len() as i64);
+        }
+        route(&self.shared, &view, queued);
+    }
+
+    /// Re-routes ops of lanes whose data server left, and parked ops, by `view`.
+    pub fn on_view(&self, view: &ClusterView) {
+        let data: Vec<&str> = view
+            .members_of(Role::Data)
+            .map(|m| m.addr.as_str())
+            .collect();
+        let gone: Vec<Arc<Lane>> = {
+            let mut lanes = self.shared.lanes.lock();
+            let gone: Vec<String> = lanes
+                .keys()
+                .filter(|a| !data.contains(&a.as_str()))
+                .cloned()
+                .collect();
+            gone.iter().filter_map(|a| lanes.remove(a)).collect()
+        };
+        let mut moved: Vec<Queued> = Vec::new();
+        for lane in gone {
+            lane.stop.cancel();
+            moved.extend(lane.pending.lock().drain().map(|(_, q)| q));
+        }
+        moved.extend(self.shared.parked.lock().drain().map(|(_, q)| q));
+        route(&self.shared, view, moved);
+    }
+
+    /// Ops not yet landed (for tests and status).
+    pub fn pending(&self) -> usize {
+        self.shared.latest.lock().len()
+    }
+}
+
+/// Puts ops in the lane of their primary under `view`, or parks them.
+fn route(shared: &Arc<Shared>, view: &ClusterView, ops: Vec<Queued>) {
+    let mut by_lane: HashMap<String, Vec<Queued>> = HashMap::new();
+    for q in ops {
+        let addr = view
+            .slots
+            .primary_of(q.op.data_info_id())
+            .and_then(|p| view.addr_of(p));
+        match addr {
+            Some(a) => by_lane.entry(a.to_owned()).or_default().push(q),
+            None => {
+                shared.parked.lock().insert(key_of(&q.op), q);
+            }
+        }
+    }
+    for (addr, ops) in by_lane {
+        let lane = lane(shared, &addr);
+        {
+            let mut pending = lane.pending.lock();
+            for q in ops {
+                let key = key_of(&q.op);
+                match pending.get(&key) {
+                    Some(cur) if cur.seq > q.seq => {}
+                    _ => {
+                        pending.insert(key, q);
+                    }
+                }
+            }
+        }
+        lane.wake.notify_one();
+    }
+}
+
+fn lane(shared: &Arc<Shared>, addr: &str) -> Arc<Lane> {
+    let mut lanes = shared.lanes.lock();
+    if let Some(l) = lanes.get(addr) {
+        return l.clone();
+    }
+    let lane = Arc::new(Lane {
+        addr: addr.to_owned(),
+        pending: Mutex::new(HashMap::new()),
+        wake: Notify::new(),
+        stop: shared.shutdown.child_token(),
+    });
+    lanes.insert(addr.to_owned(), lane.clone());
+    tokio::spawn(run_lane(shared.clone(), lane.clone()));
+    lane
+}
+
+/// Marks an op landed (or given up) unless a newer op for its publisher is queued.
+fn settle(shared: &Shared, q: &Queued) {
+    let mut latest = shared.latest.lock();
+    let key = key_of(&q.op);
+    if latest.get(&key) == Some(&q.seq) {
+        latest.remove(&key);
+    }
+    shared.metrics.forward_pending.set(latest.len() as i64);
+}
+
+/// Whether `q` is still the newest op of its publisher.
+fn is_latest(shared: &Shared, q: &Queued) -> bool {
+    shared.latest.lock().get(&key_of(&q.op)) == Some(&q.seq)
+}
+
+async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = lane.wake.notified() => {}
+            _ = lane.stop.cancelled() => return,
+        }
+        loop {
+            let batch: Vec<Queued> = {
+                let mut pending = lane.pending.lock();
+                let keys: Vec<PublisherKey> =
+                    pending.keys().take(shared.max_batch).cloned().collect();
+                keys.iter().filter_map(|k| pending.remove(k)).collect()
+            };
+            if batch.is_empty() {
+                break;
+            }
+            let view = shared.membership.view();
+            let req = WriteRequest {
+                epoch: view.epoch,
+                ops: batch.iter().map(|q| q.op.clone()).collect(),
+            };
+            let answer: Result<WriteResponse, RpcError> =
+                shared.http.post(&lane.addr, "/data/v1/write", &req).await;
+            let mut retry: Vec<Queued> = Vec::new();
+            let mut refresh = false;
+            match answer {
+                Ok(resp) if resp.results.len() == batch.len() => {
+                    for (q, result) in batch.into_iter().zip(resp.results) {
+                        match result.error {
+                            None => {
+                                shared.metrics.forwarded.with_label_values(&["ok"]).inc();
+                                settle(&shared, &q);
+                            }
+                            Some(e) if e.code.is_retryable() => {
+                                refresh |=
+                                    matches!(e.code, ErrorCode::NotOwner | ErrorCode::StaleEpoch)
+                                        && e.epoch.is_some_and(|ep| ep > view.epoch);
+                                retry.push(q);
+                            }
+                            Some(e) => {
+                                tracing::warn!(id = %q.op.data_info_id(), "data server refused a write: {e}");
+                                shared
+                                    .metrics
+                                    .forwarded
+                                    .with_label_values(&["dropped"])
+                                    .inc();
+                                settle(&shared, &q);
+                            }
+                        }
+                    }
+                }
+                Ok(_) => {
+                    tracing::warn!(to = %lane.addr, "data server answered a write batch with the wrong number of results");
+                    retry = batch;
+                }
+                Err(e) => {
+                    tracing::debug!(to = %lane.addr, "write batch failed: {e}");
+                    if let RpcError::Api(api) = &e {
+                        refresh |= api.code == ErrorCode::StaleEpoch;
+                    }
+                    retry = batch;
+                }
+            }
+            if retry.is_empty() {
+                backoff.reset();
+                continue;
+            }
+            shared
+                .metrics
+                .forwarded
+                .with_label_values(&["retry"])
+                .inc_by(retry.len() as u64);
+            if refresh {
+                shared.membership.refresh().await;
+            }
+            tokio::select! {
+                _ = backoff.wait() => {}
+                _ = lane.stop.cancelled() => {}
+            }
+            let retry: Vec<Queued> = retry
+                .into_iter()
+                .filter(|q| is_latest(&shared, q))
+                .collect();
+            route(&shared, &shared.membership.view(), retry);
+            if lane.stop.is_cancelled() {
+                return;
+            }
+        }
+    }
+}

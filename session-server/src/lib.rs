@@ -1,0 +1,26 @@
+//! SessionServer: where clients connect.
+//!
+//! - [`config`]: flags and defaults.
+//! - [`error`]: the domain's errors and their wire codes.
+//! - [`outbox`]: the bounded outgoing queue of one client connection.
+//! - [`registry`]: connections, the authoritative copy of their publishers, their subscribers.
+//! - [`forward`]: writes to the data tier, one lane per data server, retried until they land.
+//! - [`push`]: change notification -> datum (cache or batched fetch) -> per-subscriber push,
+//!   with version guard, acknowledgements and merging of changes while a push is in flight.
+//! - [`conn`]: one client WebSocket: decode, dispatch, reply.
+//! - [`api`]: HTTP routes (client WebSocket, change notifications, health, metrics).
+//! - [`server`]: startup, view following, shutdown.
+
+pub mod api;
+pub mod config;
+pub mod conn;
+pub mod error;
+pub mod forward;
+pub mod metrics;
+pub mod outbox;
+pub mod push;
+pub mod registry;
+pub mod server;
+
+pub use config::SessionConfig;
+pub use server::SessionServer;

@@ -1,0 +1,127 @@
+//! Prometheus metrics of a session server.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use registry_rpc::metrics::register;
+
+#[derive(Clone)]
+pub struct SessionMetrics {
+    pub registry: Registry,
+    /// Open client connections.
+    pub connections: IntGauge,
+    /// Publishers held (authoritative copy).
+    pub publishers: IntGauge,
+    /// Subscriptions held.
+    pub subscribers: IntGauge,
+    /// Frames queued towards clients, all connections together.
+    pub outbox_frames: IntGauge,
+    /// Pushes sent, by kind (first, retry).
+    pub pushes: IntCounterVec,
+    /// Pushes acknowledged by clients.
+    pub push_acks: IntCounter,
+    /// Acks for pushes this server does not know (late or bogus).
+    pub unknown_acks: IntCounter,
+    /// Datums superseded before they were sent (merged into a later push).
+    pub pushes_merged: IntCounter,
+    /// Connections closed by the server, by reason.
+    pub closed: IntCounterVec,
+    /// Change notifications received from data servers.
+    pub changes_received: IntCounter,
+    /// Datum fetches from data servers (one per dataInfoId).
+    pub fetches: IntCounter,
+    /// Write ops forwarded to data servers, by outcome (ok, retry, dropped).
+    pub forwarded: IntCounterVec,
+    /// Write ops waiting to be forwarded.
+    pub forward_pending: IntGauge,
+    /// Client frames refused, by error code.
+    pub bad_frames: IntCounterVec,
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("static metric definition");
+    register(registry, &g);
+    g
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("static metric definition");
+    register(registry, &c);
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("static metric definition");
+    register(registry, &c);
+    c
+}
+
+impl SessionMetrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        Self {
+            connections: gauge(
+                &r,
+                "registry_session_connections",
+                "Open client connections",
+            ),
+            publishers: gauge(&r, "registry_session_publishers", "Publishers held"),
+            subscribers: gauge(&r, "registry_session_subscribers", "Subscriptions held"),
+            outbox_frames: gauge(
+                &r,
+                "registry_session_outbox_frames",
+                "Frames queued towards clients",
+            ),
+            pushes: counter_vec(&r, "registry_session_pushes_total", "Pushes sent", "kind"),
+            push_acks: counter(
+                &r,
+                "registry_session_push_acks_total",
+                "Pushes acknowledged",
+            ),
+            unknown_acks: counter(
+                &r,
+                "registry_session_unknown_acks_total",
+                "Acks for unknown pushes",
+            ),
+            pushes_merged: counter(
+                &r,
+                "registry_session_pushes_merged_total",
+                "Datums superseded before being sent",
+            ),
+            closed: counter_vec(
+                &r,
+                "registry_session_closed_total",
+                "Connections closed by the server",
+                "reason",
+            ),
+            changes_received: counter(
+                &r,
+                "registry_session_changes_received_total",
+                "Change notifications received",
+            ),
+            fetches: counter(&r, "registry_session_fetches_total", "Datum fetches"),
+            forwarded: counter_vec(
+                &r,
+                "registry_session_forwarded_total",
+                "Write ops forwarded to data servers",
+                "outcome",
+            ),
+            forward_pending: gauge(
+                &r,
+                "registry_session_forward_pending",
+                "Write ops waiting to be forwarded",
+            ),
+            bad_frames: counter_vec(
+                &r,
+                "registry_session_bad_frames_total",
+                "Client frames refused",
+                "code",
+            ),
+            registry: r,
+        }
+    }
+}
+
+impl Default for SessionMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,586 @@
+//! The push pipeline: change -> datum -> every local subscriber.
+//!
+//! A change notification `(dataInfoId, version)` that is newer than the cached datum either
+//! carries the datum (small datums ride along) or starts one fetch from the slot's primary.
+//! A fetch already in flight for that dataInfoId absorbs further notifications and is
+//! repeated once it returns if something newer was announced meanwhile, so there is one
+//! fetch per dataInfoId however many notifications arrive. Fetches are batched per data
+//! server (one lane each, like writes).
+//!
+//! Each subscription has at most one unacknowledged push. A newer datum arriving while a push
+//! is in flight waits as the subscription's `pending` datum and supersedes any older pending
+//! one: merging is adaptive, with no fixed delay when idle and at most one client round trip
+//! of delay when busy. A subscription never receives a version at or below one it already
+//! has. A push not acknowledged within the ack timeout is sent again (its newest datum) with
+//! backoff; after the configured retries the connection is closed as unresponsive.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+use parking_lot::Mutex;
+use registry_common::id::DataInfoId;
+use registry_common::member::{ClusterView, Role};
+use registry_common::model::Datum;
+use registry_common::proto::data::{Change, FetchRequest, FetchResponse};
+use registry_rpc::backoff::Backoff;
+use registry_rpc::membership::Membership;
+use registry_rpc::{CancellationToken, HttpClient, RpcError};
+use tokio::sync::Notify;
+
+use crate::metrics::SessionMetrics;
+use crate::outbox::OutboxError;
+use crate::registry::{Conn, ConnId};
+
+/// A datum with its push payload serialised once for every subscriber.
+#[derive(Debug)]
+pub struct Prepared {
+    pub datum: Datum,
+    /// JSON of the dataInfoId string.
+    id_json: String,
+    /// JSON array of every publisher's data strings.
+    data_json: String,
+}
+
+impl Prepared {
+    pub fn new(datum: Datum) -> Self {
+        let id_json = serde_json::to_string(datum.data_info_id.as_str()).unwrap_or_default();
+        let data_json = serde_json::to_string(&datum.flat_data()).unwrap_or_else(|_| "[]".into());
+        Self {
+            datum,
+            id_json,
+            data_json,
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.datum.version
+    }
+
+    fn frame(&self, push_id: u64, regist_id: &str) -> String {
+        let regist = serde_json::to_string(regist_id).unwrap_or_default();
+        format!(
+            r#"{{"type":"push","pushId":{push_id},"registId":{regist},"dataInfoId":{},"version":{},"data":{}}}"#,
+            self.id_json, self.datum.version, self.data_json
+        )
+    }
+}
+
+/// A push sent and not yet acknowledged.
+struct Inflight {
+    push_id: u64,
+    prepared: Arc<Prepared>,
+    sent_at: Instant,
+    /// Times this push has been sent.
+    attempts: u32,
+}
+
+/// One subscription's push state.
+struct Sub {
+    conn: Arc<Conn>,
+    /// Highest version the client is known to hold (acknowledged, or told at subscribe).
+    acked: Option<u64>,
+    inflight: Option<Inflight>,
+    /// Newest datum waiting for the in-flight push to be acknowledged.
+    pending: Option<Arc<Prepared>>,
+}
+
+impl Sub {
+    /// Highest version sent, queued or held.
+    fn high(&self) -> Option<u64> {
+        let a = self.acked;
+        let i = self.inflight.as_ref().map(|f| f.prepared.version());
+        let p = self.pending.as_ref().map(|p| p.version());
+        a.max(i).max(p)
+    }
+}
+
+type SubKey = (ConnId, Arc<str>);
+
+/// A frame to put in a connection's outbox.
+struct Outgoing {
+    conn: Arc<Conn>,
+    frame: String,
+}
+
+pub struct PushConfig {
+    pub ack_timeout: Duration,
+    pub ack_retries: u32,
+    pub max_batch: usize,
+    pub cache_entries: u64,
+}
+
+pub struct Pusher {
+    config: PushConfig,
+    /// dataInfoId -> subscriptions on this session.
+    subs: Mutex<HashMap<DataInfoId, HashMap<SubKey, Sub>>>,
+    /// Latest datum of every dataInfoId with local subscribers.
+    cache: Cache<DataInfoId, Arc<Prepared>>,
+    /// dataInfoId -> highest version announced while its fetch is in flight.
+    fetching: Mutex<HashMap<DataInfoId, u64>>,
+    /// Fetch lanes by data server address.
+    lanes: Mutex<HashMap<String, Arc<FetchLane>>>,
+    /// Ids with no holder to fetch from; retried on view change.
+    parked: Mutex<HashSet<DataInfoId>>,
+    http: HttpClient,
+    membership: Arc<Membership>,
+    metrics: SessionMetrics,
+    shutdown: CancellationToken,
+}
+
+struct FetchLane {
+    addr: String,
+    pending: Mutex<HashSet<DataInfoId>>,
+    wake: Notify,
+    stop: CancellationToken,
+}
+
+impl Pusher {
+    pub fn new(
+        config: PushConfig,
+        http: HttpClient,
+        membership: Arc<Membership>,
+        metrics: SessionMetrics,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let cache = Cache::builder().max_capacity(config.cache_entries).build();
+        let pusher = Arc::new(Self {
+            config,
+            subs: Mutex::new(HashMap::new()),
+            cache,
+            fetching: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::new()),
+            parked: Mutex::new(HashSet::new()),
+            http,
+            membership,
+            metrics,
+            shutdown,
+        });
+        tokio::spawn(ack_sweeper(pusher.clone()));
+        pusher
+    }
+
+    /// Adds a subscription and pushes it the current datum (from cache, or once fetched).
+    pub fn subscribe(
+        self: &Arc<Self>,
+        conn: &Arc<Conn>,
+        regist_id: &str,
+        id: DataInfoId,
+        known_version: u64,
+    ) {
+        let key: SubKey = (conn.id, Arc::from(regist_id));
+        let sub = Sub {
+            conn: conn.clone(),
+            acked: (known_version > 0).then_some(known_version),
+            inflight: None,
+            pending: None,
+        };
+        let cached = self.cache.get(&id);
+        let mut out = Vec::new();
+        {
+            let mut subs = self.subs.lock();
+            let entry = subs.entry(id.clone()).or_default();
+            if entry.insert(key.clone(), sub).is_none() {
+                self.metrics.subscribers.inc();
+            }
+            if let (Some(p), Some(sub)) = (&cached, entry.get_mut(&key)) {
+                if let Some(o) = offer(sub, &key.1, p, &self.metrics) {
+                    out.push(o);
+                }
+            }
+        }
+        self.send_all(out);
+        if cached.is_none() {
+            self.request_fetch(id, 0);
+        }
+    }
+
+    /// Removes one subscription.
+    pub fn unsubscribe(&self, conn: ConnId, regist_id: &str, id: &DataInfoId) {
+        let mut subs = self.subs.lock();
+        if let Some(map) = subs.get_mut(id) {
+            let key: SubKey = (conn, Arc::from(regist_id));
+            if map.remove(&key).is_some() {
+                self.metrics.subscribers.dec();
+            }
+            if map.is_empty() {
+                subs.remove(id);
+                self.cache.invalidate(id);
+            }
+        }
+    }
+
+    /// Removes every subscription of a closed connection.
+    pub fn drop_conn(&self, conn: &Conn) {
+        let regs: Vec<(String, DataInfoId)> = conn.subscribers.lock().drain().collect();
+        for (regist_id, id) in regs {
+            self.unsubscribe(conn.id, &regist_id, &id);
+        }
+    }
+
+    fn has_subscribers(&self, id: &DataInfoId) -> bool {
+        self.subs.lock().contains_key(id)
+    }
+
+    /// Every dataInfoId with local subscribers.
+    pub fn subscribed_ids(&self) -> Vec<DataInfoId> {
+        self.subs.lock().keys().cloned().collect()
+    }
+
+    /// Version of the cached datum of `id`, if any.
+    pub fn cached_version(&self, id: &DataInfoId) -> Option<u64> {
+        self.cache.get(id).map(|p| p.version())
+    }
+
+    /// A change notification from a data server.
+    pub fn on_change(self: &Arc<Self>, change: Change) {
+        self.metrics.changes_received.inc();
+        let id = change.data_info_id;
+        if !self.has_subscribers(&id) {
+            self.cache.invalidate(&id);
+            return;
+        }
+        if self
+            .cache
+            .get(&id)
+            .is_some_and(|p| p.version() >= change.version)
+        {
+            return;
+        }
+        match change.datum {
+            Some(datum) if datum.version >= change.version => self.accept(datum),
+            _ => self.request_fetch(id, change.version),
+        }
+    }
+
+    /// A datum learnt from a data server (notification, fetch or reconciliation).
+    pub fn accept(self: &Arc<Self>, datum: Datum) {
+        let id = datum.data_info_id.clone();
+        let version = datum.version;
+        let newer = self.cache.get(&id).is_none_or(|p| p.version() < version);
+        if newer && self.has_subscribers(&id) {
+            let prepared = Arc::new(Prepared::new(datum));
+            self.cache.insert(id.clone(), prepared.clone());
+            self.deliver(&prepared);
+        }
+        // A fetch in flight for this id is satisfied up to `version`.
+        let again = {
+            let mut fetching = self.fetching.lock();
+            match fetching.get(&id) {
+                Some(want) if *want > version => true,
+                Some(_) => {
+                    fetching.remove(&id);
+                    false
+                }
+                None => false,
+            }
+        };
+        if again {
+            self.enqueue_fetch(id);
+        }
+    }
+
+    /// Offers a datum to every subscription of its dataInfoId.
+    fn deliver(&self, prepared: &Arc<Prepared>) {
+        let mut out = Vec::new();
+        {
+            let mut subs = self.subs.lock();
+            if let Some(map) = subs.get_mut(&prepared.datum.data_info_id) {
+                for ((_, regist_id), sub) in map.iter_mut() {
+                    if let Some(o) = offer(sub, regist_id, prepared, &self.metrics) {
+                        out.push(o);
+                    }
+                }
+            }
+        }
+        self.send_all(out);
+    }
+
+    fn send_all(&self, out: Vec<Outgoing>) {
+        for o in out {
+            match o.conn.outbox.send(o.frame) {
+                Ok(()) => {}
+                Err(OutboxError::Full) => {
+                    self.metrics
+                        .closed
+                        .with_label_values(&["outbox_full"])
+                        .inc();
+                    o.conn
+                        .outbox
+                        .close_signal()
+                        .close(1008, "outgoing queue full: client does not keep up");
+                }
+                Err(OutboxError::Closed) => {}
+            }
+        }
+    }
+
+    /// A `push_ack` from a client.
+    pub fn on_ack(&self, conn: &Conn, push_id: u64) {
+        let Some((id, regist_id)) = conn.acks.lock().remove(&push_id) else {
+            self.metrics.unknown_acks.inc();
+            tracing::debug!(conn = conn.id, push_id, "ack for an unknown push");
+            return;
+        };
+        self.metrics.push_acks.inc();
+        let mut out = Vec::new();
+        {
+            let mut subs = self.subs.lock();
+            let key: SubKey = (conn.id, regist_id.clone());
+            let Some(sub) = subs.get_mut(&id).and_then(|m| m.get_mut(&key)) else {
+                return;
+            };
+            let Some(inflight) = sub.inflight.take_if(|f| f.push_id == push_id) else {
+                return;
+            };
+            sub.acked = sub.acked.max(Some(inflight.prepared.version()));
+            if let Some(next) = sub.pending.take() {
+                if Some(next.version()) > sub.acked {
+                    out.push(send_push(sub, &regist_id, next, 1, &self.metrics));
+                }
+            }
+        }
+        self.send_all(out);
+    }
+
+    /// Records that `id` changed to at least `version` and makes sure a fetch will get it.
+    pub fn request_fetch(self: &Arc<Self>, id: DataInfoId, version: u64) {
+        {
+            let mut fetching = self.fetching.lock();
+            if let Some(want) = fetching.get_mut(&id) {
+                *want = (*want).max(version);
+                return;
+            }
+            fetching.insert(id.clone(), version);
+        }
+        self.enqueue_fetch(id);
+    }
+
+    fn enqueue_fetch(self: &Arc<Self>, id: DataInfoId) {
+        let view = self.membership.view();
+        self.route_fetches(&view, vec![id]);
+    }
+
+    fn route_fetches(self: &Arc<Self>, view: &ClusterView, ids: Vec<DataInfoId>) {
+        let mut by_lane: HashMap<String, Vec<DataInfoId>> = HashMap::new();
+        for id in ids {
+            match view.slots.primary_of(&id).and_then(|p| view.addr_of(p)) {
+                Some(addr) => by_lane.entry(addr.to_owned()).or_default().push(id),
+                None => {
+                    self.parked.lock().insert(id);
+                }
+            }
+        }
+        for (addr, ids) in by_lane {
+            let lane = self.lane(&addr);
+            lane.pending.lock().extend(ids);
+            lane.wake.notify_one();
+        }
+    }
+
+    fn lane(self: &Arc<Self>, addr: &str) -> Arc<FetchLane> {
+        let mut lanes = self.lanes.lock();
+        if let Some(l) = lanes.get(addr) {
+            return l.clone();
+        }
+        let lane = Arc::new(FetchLane {
+            addr: addr.to_owned(),
+            pending: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
+            stop: self.shutdown.child_token(),
+        });
+        lanes.insert(addr.to_owned(), lane.clone());
+        tokio::spawn(run_fetch_lane(self.clone(), lane.clone()));
+        lane
+    }
+
+    /// Re-routes fetches of lanes whose data server left, and parked ones.
+    pub fn on_view(self: &Arc<Self>, view: &ClusterView) {
+        let data: Vec<&str> = view
+            .members_of(Role::Data)
+            .map(|m| m.addr.as_str())
+            .collect();
+        let gone: Vec<Arc<FetchLane>> = {
+            let mut lanes = self.lanes.lock();
+            let gone: Vec<String> = lanes
+                .keys()
+                .filter(|a| !data.contains(&a.as_str()))
+                .cloned()
+                .collect();
+            gone.iter().filter_map(|a| lanes.remove(a)).collect()
+        };
+        let mut ids: Vec<DataInfoId> = Vec::new();
+        for lane in gone {
+            lane.stop.cancel();
+            ids.extend(lane.pending.lock().drain());
+        }
+        ids.extend(self.parked.lock().drain());
+        self.route_fetches(view, ids);
+    }
+}
+
+/// Decides what to do with a datum for one subscription: push now, keep as pending, or skip.
+fn offer(
+    sub: &mut Sub,
+    regist_id: &Arc<str>,
+    prepared: &Arc<Prepared>,
+    metrics: &SessionMetrics,
+) -> Option<Outgoing> {
+    if sub.high().is_some_and(|h| h >= prepared.version()) {
+        return None;
+    }
+    if sub.inflight.is_some() {
+        if sub.pending.replace(prepared.clone()).is_some() {
+            metrics.pushes_merged.inc();
+        }
+        return None;
+    }
+    Some(send_push(sub, regist_id, prepared.clone(), 1, metrics))
+}
+
+/// Makes `prepared` the subscription's in-flight push and builds its frame.
+fn send_push(
+    sub: &mut Sub,
+    regist_id: &Arc<str>,
+    prepared: Arc<Prepared>,
+    attempts: u32,
+    metrics: &SessionMetrics,
+) -> Outgoing {
+    let push_id = sub.conn.next_push_id();
+    let frame = prepared.frame(push_id, regist_id);
+    sub.conn.acks.lock().insert(
+        push_id,
+        (prepared.datum.data_info_id.clone(), regist_id.clone()),
+    );
+    if let Some(old) = sub.inflight.take() {
+        sub.conn.acks.lock().remove(&old.push_id);
+    }
+    sub.inflight = Some(Inflight {
+        push_id,
+        prepared,
+        sent_at: Instant::now(),
+        attempts,
+    });
+    let kind = if attempts > 1 { "retry" } else { "first" };
+    metrics.pushes.with_label_values(&[kind]).inc();
+    Outgoing {
+        conn: sub.conn.clone(),
+        frame,
+    }
+}
+
+/// Resends pushes whose ack is overdue (newest datum, backing off), and closes connections
+/// that never acknowledge.
+async fn ack_sweeper(pusher: Arc<Pusher>) {
+    let tick = (pusher.config.ack_timeout / 4)
+        .clamp(Duration::from_millis(10), Duration::from_millis(500));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = pusher.shutdown.cancelled() => return,
+        }
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut unresponsive: Vec<Arc<Conn>> = Vec::new();
+        {
+            let mut subs = pusher.subs.lock();
+            for map in subs.values_mut() {
+                for ((_, regist_id), sub) in map.iter_mut() {
+                    let Some(f) = &sub.inflight else { continue };
+                    // Backoff: the n-th attempt waits ack_timeout * 2^(n-1).
+                    let wait = pusher.config.ack_timeout * (1u32 << (f.attempts - 1).min(6));
+                    if now.duration_since(f.sent_at) < wait {
+                        continue;
+                    }
+                    if f.attempts > pusher.config.ack_retries {
+                        unresponsive.push(sub.conn.clone());
+                        continue;
+                    }
+                    let attempts = f.attempts + 1;
+                    let newest = match sub.pending.take() {
+                        Some(p) => p,
+                        None => f.prepared.clone(),
+                    };
+                    out.push(send_push(sub, regist_id, newest, attempts, &pusher.metrics));
+                }
+            }
+        }
+        pusher.send_all(out);
+        for conn in unresponsive {
+            if !conn.outbox.close_signal().is_closed() {
+                pusher
+                    .metrics
+                    .closed
+                    .with_label_values(&["ack_timeout"])
+                    .inc();
+            }
+            conn.outbox
+                .close_signal()
+                .close(1008, "pushes not acknowledged");
+        }
+    }
+}
+
+async fn run_fetch_lane(pusher: Arc<Pusher>, lane: Arc<FetchLane>) {
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = lane.wake.notified() => {}
+            _ = lane.stop.cancelled() => return,
+        }
+        loop {
+            let ids: Vec<DataInfoId> = {
+                let mut pending = lane.pending.lock();
+                let take: Vec<DataInfoId> = pending
+                    .iter()
+                    .take(pusher.config.max_batch)
+                    .cloned()
+                    .collect();
+                for id in &take {
+                    pending.remove(id);
+                }
+                take
+            };
+            if ids.is_empty() {
+                break;
+            }
+            let view = pusher.membership.view();
+            let req = FetchRequest {
+                epoch: view.epoch,
+                ids: ids.clone(),
+            };
+            pusher.metrics.fetches.inc_by(ids.len() as u64);
+            let answer: Result<FetchResponse, RpcError> =
+                pusher.http.post(&lane.addr, "/data/v1/fetch", &req).await;
+            let retry: Vec<DataInfoId> = match answer {
+                Ok(resp) => {
+                    for datum in resp.datums {
+                        pusher.accept(datum);
+                    }
+                    resp.errors.into_iter().map(|e| e.data_info_id).collect()
+                }
+                Err(e) => {
+                    tracing::debug!(from = %lane.addr, "fetch failed: {e}");
+                    ids
+                }
+            };
+            if retry.is_empty() {
+                backoff.reset();
+                continue;
+            }
+            pusher.membership.refresh().await;
+            tokio::select! {
+                _ = backoff.wait() => {}
+                _ = lane.stop.cancelled() => {}
+            }
+            let view = pusher.membership.view();
+            pusher.route_fetches(&view, retry);
+            if lane.stop.is_cancelled() {
+                return;
+            }
+        }
+    }
+}

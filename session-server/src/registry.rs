@@ -1,0 +1,257 @@
+//! Connections and the authoritative copy of their clients' publishers.
+//!
+//! Each WebSocket gets its own connection id, assigned here: no two clients share one, so
+//! closing one connection removes that connection's publishers and nobody else's. A publisher
+//! is keyed by `(clientId, registId)`; when a client re-registers on a new connection (after a
+//! reconnect) the entry moves to the new connection, and the old connection's close no longer
+//! removes it. Registration results are the write ops to forward to the data tier.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+use registry_common::id::DataInfoId;
+use registry_common::member::MemberId;
+use registry_common::model::{validate_registration, Publisher, PublisherKey};
+use registry_common::proto::data::WriteOp;
+use registry_common::time::now_ms;
+use tokio::sync::mpsc;
+
+use crate::error::SessionError;
+use crate::metrics::SessionMetrics;
+use crate::outbox::Outbox;
+
+pub type ConnId = u64;
+
+/// What the client said in `hello`.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    pub client_id: String,
+    pub zone: String,
+    pub app: String,
+}
+
+/// One client connection.
+pub struct Conn {
+    pub id: ConnId,
+    /// Peer address, for logs and the blacklist.
+    pub remote: SocketAddr,
+    /// Set once by `hello`.
+    pub hello: OnceLock<Hello>,
+    pub outbox: Outbox,
+    /// registId -> dataInfoId of the publishers registered on this connection.
+    pub publishers: Mutex<HashMap<String, DataInfoId>>,
+    /// registId -> dataInfoId of the subscriptions made on this connection.
+    pub subscribers: Mutex<HashMap<String, DataInfoId>>,
+    /// pushId -> (dataInfoId, subscription registId) of pushes awaiting an ack.
+    pub acks: Mutex<HashMap<u64, (DataInfoId, Arc<str>)>>,
+    next_push_id: AtomicU64,
+}
+
+impl Conn {
+    pub fn next_push_id(&self) -> u64 {
+        self.next_push_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn client_id(&self) -> Option<&str> {
+        self.hello.get().map(|h| h.client_id.as_str())
+    }
+}
+
+/// The publishing side of a request to register.
+pub struct Registration<'a> {
+    pub regist_id: &'a str,
+    pub data_info_id: DataInfoId,
+    pub data: Vec<String>,
+    pub version: u64,
+}
+
+pub struct Registry {
+    /// This session server's member id, stamped on every publisher.
+    session: MemberId,
+    conns: Mutex<HashMap<ConnId, Arc<Conn>>>,
+    next_conn: AtomicU64,
+    /// The authoritative publishers of this session's clients.
+    publishers: Mutex<HashMap<PublisherKey, Arc<Publisher>>>,
+    metrics: SessionMetrics,
+    /// Capacity of each connection's outbox.
+    outbox_frames: usize,
+}
+
+impl Registry {
+    pub fn new(session: MemberId, metrics: SessionMetrics, outbox_frames: usize) -> Self {
+        Self {
+            session,
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(0),
+            publishers: Mutex::new(HashMap::new()),
+            metrics,
+            outbox_frames,
+        }
+    }
+
+    pub fn session(&self) -> &MemberId {
+        &self.session
+    }
+
+    /// Opens a connection; the receiver feeds its writer task.
+    pub fn open(&self, remote: SocketAddr) -> (Arc<Conn>, mpsc::Receiver<String>) {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+        let (outbox, rx) = Outbox::new(self.outbox_frames, self.metrics.outbox_frames.clone());
+        let conn = Arc::new(Conn {
+            id,
+            remote,
+            hello: OnceLock::new(),
+            outbox,
+            publishers: Mutex::new(HashMap::new()),
+            subscribers: Mutex::new(HashMap::new()),
+            acks: Mutex::new(HashMap::new()),
+            next_push_id: AtomicU64::new(0),
+        });
+        self.conns.lock().insert(id, conn.clone());
+        self.metrics.connections.inc();
+        (conn, rx)
+    }
+
+    pub fn conn(&self, id: ConnId) -> Option<Arc<Conn>> {
+        self.conns.lock().get(&id).cloned()
+    }
+
+    pub fn conns(&self) -> Vec<Arc<Conn>> {
+        self.conns.lock().values().cloned().collect()
+    }
+
+    /// Registers or re-registers a publisher. Returns the op to forward, or `None` when the
+    /// registration changes nothing (an exact duplicate).
+    pub fn register_publisher(
+        &self,
+        conn: &Conn,
+        reg: Registration<'_>,
+    ) -> Result<Vec<WriteOp>, SessionError> {
+        let hello = conn.hello.get().ok_or(SessionError::NoHello)?;
+        validate_registration(&hello.client_id, reg.regist_id, &reg.data)?;
+        let key = PublisherKey {
+            client_id: hello.client_id.clone(),
+            regist_id: reg.regist_id.to_owned(),
+        };
+        let mut ops = Vec::new();
+        let mut publishers = self.publishers.lock();
+        if let Some(cur) = publishers.get(&key) {
+            let same_conn = cur.owned_by(&self.session, conn.id);
+            if reg.version < cur.version && cur.data_info_id == reg.data_info_id {
+                return Err(SessionError::StaleVersion {
+                    given: reg.version,
+                    current: cur.version,
+                });
+            }
+            if same_conn
+                && reg.version == cur.version
+                && cur.data == reg.data
+                && cur.data_info_id == reg.data_info_id
+            {
+                return Ok(ops);
+            }
+            if cur.data_info_id != reg.data_info_id {
+                // The registration moved to another service: withdraw the old one.
+                ops.push(unpublish_op(cur));
+            }
+        }
+        let publisher = Arc::new(Publisher {
+            data_info_id: reg.data_info_id.clone(),
+            key: key.clone(),
+            data: reg.data,
+            version: reg.version,
+            session: self.session.clone(),
+            conn_id: conn.id,
+            registered_at_ms: now_ms(),
+            zone: hello.zone.clone(),
+            app: hello.app.clone(),
+        });
+        if publishers.insert(key, publisher.clone()).is_none() {
+            self.metrics.publishers.inc();
+        }
+        drop(publishers);
+        conn.publishers
+            .lock()
+            .insert(reg.regist_id.to_owned(), reg.data_info_id);
+        ops.push(WriteOp::Publish {
+            publisher: (*publisher).clone(),
+        });
+        Ok(ops)
+    }
+
+    /// Unregisters a publisher of this connection. Returns the op to forward.
+    pub fn unregister_publisher(
+        &self,
+        conn: &Conn,
+        regist_id: &str,
+    ) -> Result<Option<WriteOp>, SessionError> {
+        let client_id = conn.client_id().ok_or(SessionError::NoHello)?;
+        if conn.publishers.lock().remove(regist_id).is_none() {
+            return Err(SessionError::Unknown {
+                what: "publisher",
+                regist_id: regist_id.chars().take(64).collect(),
+            });
+        }
+        let key = PublisherKey {
+            client_id: client_id.to_owned(),
+            regist_id: regist_id.to_owned(),
+        };
+        Ok(self.remove_if_owned(&key, conn.id))
+    }
+
+    fn remove_if_owned(&self, key: &PublisherKey, conn_id: ConnId) -> Option<WriteOp> {
+        let mut publishers = self.publishers.lock();
+        let owned = publishers
+            .get(key)
+            .is_some_and(|p| p.owned_by(&self.session, conn_id));
+        if !owned {
+            return None;
+        }
+        let p = publishers.remove(key)?;
+        self.metrics.publishers.dec();
+        Some(unpublish_op(&p))
+    }
+
+    /// Forgets a closed connection. Returns the unpublish ops of its publishers.
+    pub fn close(&self, conn: &Conn) -> Vec<WriteOp> {
+        if self.conns.lock().remove(&conn.id).is_none() {
+            return Vec::new();
+        }
+        self.metrics.connections.dec();
+        let Some(client_id) = conn.client_id() else {
+            return Vec::new();
+        };
+        let regs: Vec<String> = conn.publishers.lock().drain().map(|(r, _)| r).collect();
+        regs.into_iter()
+            .filter_map(|regist_id| {
+                let key = PublisherKey {
+                    client_id: client_id.to_owned(),
+                    regist_id,
+                };
+                self.remove_if_owned(&key, conn.id)
+            })
+            .collect()
+    }
+
+    /// Every publisher this session holds.
+    pub fn publishers(&self) -> Vec<Arc<Publisher>> {
+        self.publishers.lock().values().cloned().collect()
+    }
+
+    /// The publisher held under `key`, if any.
+    pub fn publisher(&self, key: &PublisherKey) -> Option<Arc<Publisher>> {
+        self.publishers.lock().get(key).cloned()
+    }
+}
+
+fn unpublish_op(p: &Publisher) -> WriteOp {
+    WriteOp::Unpublish {
+        data_info_id: p.data_info_id.clone(),
+        key: p.key.clone(),
+        session: p.session.clone(),
+        conn_id: p.conn_id,
+    }
+}
