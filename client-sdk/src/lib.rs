@@ -27,7 +27,7 @@ pub mod error;
 pub mod updates;
 
 pub use client::{
-    Client, ClientConfig, ConnectionState, Publisher, RegistrationOptions, Subscriber,
+    Callback, Client, ClientConfig, ConnectionState, Publisher, RegistrationOptions, Subscriber,
 };
 pub use error::SdkError;
 pub use updates::DatumUpdate;

@@ -155,3 +155,80 @@ mod tests {
         assert!(table.slots.iter().all(|a| a.primary.is_none()));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    const SLOTS: u32 = 256;
+
+    fn ids(names: &BTreeSet<u16>) -> Vec<MemberId> {
+        names
+            .iter()
+            .map(|n| MemberId(format!("data-{n}")))
+            .collect()
+    }
+
+    fn changed(a: &SlotTable, b: &SlotTable) -> Vec<SlotId> {
+        (0..SLOTS)
+            .filter(|s| {
+                let x: BTreeSet<_> = a.slots[*s as usize].holders().collect();
+                let y: BTreeSet<_> = b.slots[*s as usize].holders().collect();
+                x != y
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Random join/leave sequences: the placement depends only on the set of servers,
+        /// every slot has min(copies, servers) distinct holders, a leave moves exactly the
+        /// slots the leaver held, and a join moves only slots the joiner enters, about
+        /// copies/N of them.
+        #[test]
+        fn placement_is_deterministic_balanced_and_minimal(
+            start in proptest::collection::btree_set(0u16..500, 1..8),
+            steps in proptest::collection::vec((any::<bool>(), 0u16..500), 1..12),
+            copies in 1usize..4,
+        ) {
+            let mut servers = start;
+            let mut table = SlotTable::compute(&ids(&servers), SLOTS, copies);
+            for (join, name) in steps {
+                let before = servers.clone();
+                if join { servers.insert(name); } else if servers.len() > 1 { servers.remove(&name); }
+                if servers == before { continue; }
+                let list = ids(&servers);
+                let next = SlotTable::compute(&list, SLOTS, copies);
+                // Deterministic whatever the order of the input.
+                let mut reversed = list.clone();
+                reversed.reverse();
+                prop_assert_eq!(&next, &SlotTable::compute(&reversed, SLOTS, copies));
+                let want = copies.min(servers.len());
+                for a in &next.slots {
+                    let distinct: BTreeSet<_> = a.holders().collect();
+                    prop_assert_eq!(distinct.len(), want);
+                    prop_assert!(a.primary.is_some());
+                }
+                let moved = changed(&table, &next);
+                if join {
+                    let joiner = MemberId(format!("data-{name}"));
+                    for s in &moved {
+                        prop_assert!(next.slots[*s as usize].holds(&joiner), "slot {} moved without the joiner", s);
+                    }
+                    let n = servers.len() as f64;
+                    let expected = f64::from(SLOTS) * (want as f64) / n;
+                    prop_assert!((moved.len() as f64) <= expected * 1.5 + 12.0,
+                        "join moved {} slots, expected about {}", moved.len(), expected);
+                } else {
+                    let leaver = MemberId(format!("data-{name}"));
+                    let held: Vec<SlotId> = (0..SLOTS).filter(|s| table.slots[*s as usize].holds(&leaver)).collect();
+                    prop_assert_eq!(moved, held);
+                }
+                table = next;
+            }
+        }
+    }
+}

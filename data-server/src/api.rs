@@ -6,17 +6,25 @@
 //! | POST | `/data/v1/fetch` | `FetchRequest` -> `FetchResponse` (any holder) |
 //! | POST | `/data/v1/versions` | `FetchRequest` -> `VersionsResponse` (any holder) |
 //! | POST | `/data/v1/session-publishers` | `SessionPublishersRequest` -> `SessionPublishersResponse` |
-//! | GET | `/data/v1/status` | counts per slot, epoch |
+//! | POST | `/data/v1/replicate` | `ReplicateRequest` -> `ReplicateResponse` (replica, from the primary) |
+//! | POST | `/data/v1/sync` | `SyncRequest` -> `SyncResponse` (previous or current holder) |
+//! | GET | `/data/v1/status` | slots, counts, epoch |
 //! | GET | `/health`, `/ready`, `/metrics` | liveness, readiness, Prometheus |
+//!
+//! Every check of who may serve a slot runs under that slot's lock (see `store`), against the
+//! view and slot phase of that instant.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::Router;
+use registry_common::id::DataInfoId;
 use registry_common::proto::data::{
-    FetchRequest, FetchResponse, IdError, IdVersion, OpResult, SessionPublishersRequest,
-    SessionPublishersResponse, VersionsResponse, WriteOp, WriteRequest, WriteResponse,
+    FetchRequest, FetchResponse, IdError, IdVersion, OpResult, ReplicateAck, ReplicateRequest,
+    ReplicateResponse, SessionPublishersRequest, SessionPublishersResponse, SyncRequest,
+    SyncResponse, VersionsResponse, WriteOp, WriteRequest, WriteResponse,
 };
 use registry_common::slot::SlotId;
 use registry_rpc::server::not_found;
@@ -24,8 +32,9 @@ use registry_rpc::{ApiJson, ErrorReply};
 use serde::Serialize;
 
 use crate::error::DataError;
-use crate::routing::{check, Access};
+use crate::routing::Access;
 use crate::server::DataState;
+use crate::slots::Phase;
 
 pub fn router(state: Arc<DataState>) -> Router {
     let max_body = state.config.max_body_bytes;
@@ -34,6 +43,8 @@ pub fn router(state: Arc<DataState>) -> Router {
         .route("/data/v1/fetch", post(fetch))
         .route("/data/v1/versions", post(versions))
         .route("/data/v1/session-publishers", post(session_publishers))
+        .route("/data/v1/replicate", post(replicate))
+        .route("/data/v1/sync", post(sync))
         .route("/data/v1/status", get(status))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(|| async { "ready" }))
@@ -55,54 +66,64 @@ async fn write(
     ApiJson(req): ApiJson<WriteRequest>,
 ) -> Result<ApiJson<WriteResponse>, ErrorReply> {
     check_batch(req.ops.len(), s.config.max_batch)?;
-    let view = s.membership.view();
     let mut changed = Vec::new();
     let mut results = Vec::with_capacity(req.ops.len());
     for op in req.ops {
-        if let Err(e) = check(&view, &s.id, op.data_info_id(), req.epoch, Access::Primary) {
-            if matches!(e, DataError::StaleEpoch { .. }) {
-                s.refresh_view();
-            }
-            s.metrics.writes.with_label_values(&["refused"]).inc();
-            results.push(OpResult::err(e.into()));
-            continue;
-        }
-        let (id, applied) = match op {
-            WriteOp::Publish { publisher } => {
-                if let Err(e) = publisher.validate() {
-                    s.metrics.writes.with_label_values(&["refused"]).inc();
-                    results.push(OpResult::err(DataError::Invalid(e.to_string()).into()));
-                    continue;
-                }
-                let id = publisher.data_info_id.clone();
-                (id, s.store.publish(publisher))
-            }
+        let id = op.data_info_id().clone();
+        let guard = || s.admit(&id, req.epoch, Access::Primary).map(|_| ());
+        let applied = match op {
+            WriteOp::Publish { publisher } => match publisher.validate() {
+                Err(e) => Err(DataError::Invalid(e.to_string())),
+                Ok(()) => s.store.publish(publisher, guard),
+            },
             WriteOp::Unpublish {
                 data_info_id,
                 key,
                 session,
                 conn_id,
-            } => {
-                let applied = s.store.unpublish(&data_info_id, &key, &session, conn_id);
-                (data_info_id, applied)
+            } => s
+                .store
+                .unpublish(&data_info_id, &key, &session, conn_id, guard),
+        };
+        match applied {
+            Ok(a) => {
+                let outcome = if a.changed { "changed" } else { "unchanged" };
+                s.metrics.writes.with_label_values(&[outcome]).inc();
+                if a.changed {
+                    changed.push((id, a.version));
+                }
+                results.push(OpResult::ok(a.version));
             }
-        };
-        let outcome = if applied.changed {
-            "changed"
-        } else {
-            "unchanged"
-        };
-        s.metrics.writes.with_label_values(&[outcome]).inc();
-        if applied.changed {
-            changed.push((id, applied.version));
+            Err(e) => {
+                if matches!(e, DataError::StaleEpoch { .. }) {
+                    s.refresh_view();
+                }
+                s.metrics.writes.with_label_values(&["refused"]).inc();
+                results.push(OpResult::err(e.into()));
+            }
         }
-        results.push(OpResult::ok(applied.version));
     }
     s.on_changed(&changed);
     Ok(ApiJson(WriteResponse {
-        epoch: view.epoch,
+        epoch: s.membership.view().epoch,
         results,
     }))
+}
+
+/// Splits `ids` into those this server may read and per-id refusals.
+fn readable(s: &DataState, ids: Vec<DataInfoId>, epoch: u64) -> (Vec<DataInfoId>, Vec<IdError>) {
+    let mut ok = Vec::with_capacity(ids.len());
+    let mut errors = Vec::new();
+    for id in ids {
+        match s.admit(&id, epoch, Access::Holder) {
+            Ok(_) => ok.push(id),
+            Err(e) => errors.push(IdError {
+                data_info_id: id,
+                error: e.into(),
+            }),
+        }
+    }
+    (ok, errors)
 }
 
 async fn fetch(
@@ -110,20 +131,10 @@ async fn fetch(
     ApiJson(req): ApiJson<FetchRequest>,
 ) -> Result<ApiJson<FetchResponse>, ErrorReply> {
     check_batch(req.ids.len(), s.config.max_batch)?;
-    let view = s.membership.view();
-    let mut datums = Vec::with_capacity(req.ids.len());
-    let mut errors = Vec::new();
-    for id in req.ids {
-        match check(&view, &s.id, &id, req.epoch, Access::Holder) {
-            Ok(_) => datums.push(s.store.datum(&id)),
-            Err(e) => errors.push(IdError {
-                data_info_id: id,
-                error: e.into(),
-            }),
-        }
-    }
+    let (ids, errors) = readable(&s, req.ids, req.epoch);
+    let datums = ids.iter().map(|id| s.store.datum(id)).collect();
     Ok(ApiJson(FetchResponse {
-        epoch: view.epoch,
+        epoch: s.membership.view().epoch,
         datums,
         errors,
     }))
@@ -134,23 +145,16 @@ async fn versions(
     ApiJson(req): ApiJson<FetchRequest>,
 ) -> Result<ApiJson<VersionsResponse>, ErrorReply> {
     check_batch(req.ids.len(), s.config.max_batch)?;
-    let view = s.membership.view();
-    let mut versions = Vec::with_capacity(req.ids.len());
-    let mut errors = Vec::new();
-    for id in req.ids {
-        match check(&view, &s.id, &id, req.epoch, Access::Holder) {
-            Ok(_) => versions.push(IdVersion {
-                version: s.store.version(&id),
-                data_info_id: id,
-            }),
-            Err(e) => errors.push(IdError {
-                data_info_id: id,
-                error: e.into(),
-            }),
-        }
-    }
+    let (ids, errors) = readable(&s, req.ids, req.epoch);
+    let versions = ids
+        .into_iter()
+        .map(|id| IdVersion {
+            version: s.store.version(&id),
+            data_info_id: id,
+        })
+        .collect();
     Ok(ApiJson(VersionsResponse {
-        epoch: view.epoch,
+        epoch: s.membership.view().epoch,
         versions,
         errors,
     }))
@@ -169,11 +173,19 @@ async fn session_publishers(
         }
         .into());
     }
-    let slots: Vec<SlotId> = (0..view.slots.slot_count())
+    let count = view.slots.slot_count();
+    if let Some(bad) = req.slots.iter().find(|slot| **slot >= count) {
+        return Err(DataError::Invalid(format!("slot {bad} does not exist")).into());
+    }
+    let wanted = |slot: SlotId| req.slots.is_empty() || req.slots.contains(&slot);
+    let slots: Vec<SlotId> = (0..count)
         .filter(|slot| {
-            view.slots
-                .get(*slot)
-                .is_some_and(|a| a.primary.as_ref() == Some(&s.id))
+            wanted(*slot)
+                && s.slots.phase(*slot) == Phase::Ready
+                && view
+                    .slots
+                    .get(*slot)
+                    .is_some_and(|a| a.primary.as_ref() == Some(&s.id))
         })
         .collect();
     let publishers = s
@@ -183,6 +195,102 @@ async fn session_publishers(
         epoch: view.epoch,
         slots,
         publishers,
+    }))
+}
+
+async fn replicate(
+    State(s): State<Arc<DataState>>,
+    ApiJson(req): ApiJson<ReplicateRequest>,
+) -> Result<ApiJson<ReplicateResponse>, ErrorReply> {
+    check_batch(req.items.len(), s.config.max_batch)?;
+    let epoch = s.membership.view().epoch;
+    if req.epoch > epoch {
+        s.refresh_view();
+        return Err(DataError::StaleEpoch {
+            caller: req.epoch,
+            ours: epoch,
+        }
+        .into());
+    }
+    let mut acks = Vec::with_capacity(req.items.len());
+    let mut errors = Vec::new();
+    for item in req.items {
+        let id = item.data_info_id.clone();
+        let guard = || s.admit_replication(&id, &req.from);
+        let result = match item.full {
+            Some(full) if full.data_info_id == id => {
+                s.store.install(full, guard).map(|v| (v, false))
+            }
+            Some(_) => Err(DataError::Invalid(
+                "full datum of another dataInfoId".into(),
+            )),
+            None => s
+                .store
+                .replay(&id, &item.ops, guard)
+                .map(|r| (r.version, r.need_full)),
+        };
+        match result {
+            Ok((version, need_full)) => acks.push(ReplicateAck {
+                data_info_id: id,
+                version,
+                need_full,
+            }),
+            Err(e) => errors.push(IdError {
+                data_info_id: id,
+                error: e.into(),
+            }),
+        }
+    }
+    Ok(ApiJson(ReplicateResponse {
+        epoch: s.membership.view().epoch,
+        acks,
+        errors,
+    }))
+}
+
+async fn sync(
+    State(s): State<Arc<DataState>>,
+    ApiJson(req): ApiJson<SyncRequest>,
+) -> Result<ApiJson<SyncResponse>, ErrorReply> {
+    if req.slot >= s.store.slot_count() {
+        return Err(DataError::Invalid(format!("slot {} does not exist", req.slot)).into());
+    }
+    // Catch up with the requester's epoch first: from then on this server refuses writes
+    // for the slot if it lost it, so the copy below misses nothing it accepted.
+    if req.epoch > s.membership.view().epoch {
+        s.membership.refresh().await;
+        if !s
+            .membership
+            .wait_for_epoch(req.epoch, Duration::from_secs(2))
+            .await
+        {
+            return Err(DataError::StaleEpoch {
+                caller: req.epoch,
+                ours: s.membership.view().epoch,
+            }
+            .into());
+        }
+    }
+    let epoch = s.membership.view().epoch;
+    let datums = s
+        .store
+        .slot_datums(req.slot, || match s.slots.phase(req.slot) {
+            Phase::Ready | Phase::Retained(_) => Ok(()),
+            Phase::Syncing => Err(DataError::Migrating {
+                slot: req.slot,
+                epoch,
+            }),
+            Phase::Idle => Err(DataError::NotOwner {
+                slot: req.slot,
+                epoch,
+                owner_addr: None,
+            }),
+        })?;
+    tracing::debug!(slot = req.slot, to = %req.requester, datums = datums.len(), "slot copied out");
+    Ok(ApiJson(SyncResponse {
+        epoch,
+        slot: req.slot,
+        datums,
     }))
 }
 
@@ -196,36 +304,64 @@ struct Status {
     primary_slots: usize,
     /// Slots this server holds as replica.
     replica_slots: usize,
+    /// Held slots still being copied in.
+    syncing_slots: usize,
+    /// Slots that moved away, kept as sync sources.
+    retained_slots: usize,
     data_info_ids: usize,
-    /// Publishers held (every slot this server holds).
+    /// Publishers held (every slot this server has data for).
     publishers: usize,
+    /// Publishers in the slots this server is primary of.
+    primary_publishers: usize,
 }
 
 async fn status(State(s): State<Arc<DataState>>) -> ApiJson<Status> {
     let view = s.membership.view();
     let counts = s.store.slot_counts();
-    let primary_slots = view
-        .slots
-        .slots
-        .iter()
-        .filter(|a| a.primary.as_ref() == Some(&s.id))
-        .count();
+    let is_primary = |slot: usize| {
+        view.slots
+            .get(slot as SlotId)
+            .is_some_and(|a| a.primary.as_ref() == Some(&s.id))
+    };
+    let primary_slots = (0..counts.len()).filter(|i| is_primary(*i)).count();
     let replica_slots = view
         .slots
         .slots
         .iter()
         .filter(|a| a.replicas.contains(&s.id))
         .count();
+    let (syncing, _, retained) = s.slots.counts();
     ApiJson(Status {
         id: s.id.to_string(),
         epoch: view.epoch,
         primary_slots,
         replica_slots,
+        syncing_slots: syncing,
+        retained_slots: retained,
         data_info_ids: counts.iter().map(|c| c.0).sum(),
         publishers: counts.iter().map(|c| c.1).sum(),
+        primary_publishers: counts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| is_primary(*i))
+            .map(|(_, c)| c.1)
+            .sum(),
     })
 }
 
 async fn metrics(State(s): State<Arc<DataState>>) -> String {
+    let (syncing, ready, retained) = s.slots.counts();
+    s.metrics
+        .slots
+        .with_label_values(&["syncing"])
+        .set(syncing as i64);
+    s.metrics
+        .slots
+        .with_label_values(&["ready"])
+        .set(ready as i64);
+    s.metrics
+        .slots
+        .with_label_values(&["retained"])
+        .set(retained as i64);
     registry_rpc::metrics::render(&s.metrics.registry)
 }

@@ -58,6 +58,16 @@ pub struct DataConfig {
     /// Timeout of calls to other servers, in milliseconds.
     #[arg(long, env = "REGISTRY_DATA_RPC_TIMEOUT_MS", default_value_t = 3_000)]
     pub rpc_timeout_ms: u64,
+    /// How long a slot that moved away is kept as a sync source, in milliseconds.
+    #[arg(long, env = "REGISTRY_DATA_SLOT_RETAIN_MS", default_value_t = 60_000)]
+    pub slot_retain_ms: u64,
+    /// How long a gained slot waits for a busy (itself syncing) source before it serves
+    /// what it has, in milliseconds.
+    #[arg(long, env = "REGISTRY_DATA_SYNC_TIMEOUT_MS", default_value_t = 5_000)]
+    pub sync_timeout_ms: u64,
+    /// Slot copies in flight at once.
+    #[arg(long, env = "REGISTRY_DATA_SYNC_CONCURRENCY", default_value_t = 8)]
+    pub sync_concurrency: usize,
 }
 
 impl Default for DataConfig {
@@ -74,6 +84,9 @@ impl Default for DataConfig {
             max_batch: 10_000,
             max_body_bytes: 32 * 1024 * 1024,
             rpc_timeout_ms: 3_000,
+            slot_retain_ms: 60_000,
+            sync_timeout_ms: 5_000,
+            sync_concurrency: 8,
         }
     }
 }

@@ -2,26 +2,36 @@
 //!
 //! Startup binds the listener first (so the advertised address has the real port), joins the
 //! cluster through the MetaServer, then serves. A background task follows the cluster view:
-//! it points the notifier at the current session servers and removes the publishers of a
-//! session server that left the membership once a grace period has passed.
+//! it moves slots between phases and copies in the slots this server gained, points the
+//! notifier at the current session servers and the replicator at the current replicas, and
+//! removes the publishers of session servers that left the membership once a grace period
+//! has passed (at once on the view change, and by a periodic sweep for slots that moved in
+//! meanwhile).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use registry_common::id::DataInfoId;
 use registry_common::member::{ClusterView, Member, MemberId, Role};
+use registry_common::proto::data::{SyncRequest, SyncResponse};
+use registry_common::slot::SlotId;
+use registry_rpc::backoff::Backoff;
 use registry_rpc::membership::Membership;
 use registry_rpc::meta_client::MetaClient;
 use registry_rpc::server::{bind, serve, ServerTask, StartError};
-use registry_rpc::{CancellationToken, HttpClient};
-use tokio::sync::watch;
+use registry_rpc::{CancellationToken, HttpClient, RpcError};
+use tokio::sync::Semaphore;
 
 use crate::config::DataConfig;
+use crate::error::DataError;
 use crate::metrics::DataMetrics;
 use crate::notify::Notifier;
+use crate::replication::Replicator;
+use crate::routing::{check, Access};
+use crate::slots::{Phase, Slots, SyncJob};
 use crate::store::Store;
 
 /// State shared by the handlers and background tasks of one data server.
@@ -30,17 +40,64 @@ pub struct DataState {
     pub id: MemberId,
     pub config: DataConfig,
     pub store: Arc<Store>,
+    pub slots: Slots,
     pub membership: Arc<Membership>,
     pub notifier: Notifier,
+    pub replicator: Replicator,
     pub metrics: DataMetrics,
+    http: HttpClient,
     /// Set while a view refresh requested by a handler is under way (one at a time).
     refreshing: AtomicBool,
 }
 
 impl DataState {
-    /// Reacts to applied changes: tells the sessions.
+    /// Whether this server may serve `id` with `access` for a caller on `caller_epoch`, by
+    /// the view and slot phase of this instant.
+    pub fn admit(
+        &self,
+        id: &DataInfoId,
+        caller_epoch: u64,
+        access: Access,
+    ) -> Result<SlotId, DataError> {
+        let view = self.membership.view();
+        let slot = check(&view, &self.id, id, caller_epoch, access)?;
+        match self.slots.phase(slot) {
+            Phase::Ready => Ok(slot),
+            // Held by the view but not copied in yet (or the phase is about to follow).
+            _ => Err(DataError::Migrating {
+                slot,
+                epoch: view.epoch,
+            }),
+        }
+    }
+
+    /// Whether `from` may ship replication ops of `id` to this server: it must be the slot's
+    /// primary and this server one of its replicas.
+    pub fn admit_replication(&self, id: &DataInfoId, from: &MemberId) -> Result<(), DataError> {
+        let view = self.membership.view();
+        let slot = registry_common::slot::slot_of(id, view.slots.slot_count());
+        let ok = view
+            .slots
+            .get(slot)
+            .is_some_and(|a| a.primary.as_ref() == Some(from) && a.replicas.contains(&self.id));
+        if ok {
+            Ok(())
+        } else {
+            Err(DataError::NotOwner {
+                slot,
+                epoch: view.epoch,
+                owner_addr: None,
+            })
+        }
+    }
+
+    /// Reacts to applied changes: tells the sessions and ships them to replicas.
     pub fn on_changed(&self, changed: &[(DataInfoId, u64)]) {
+        if changed.is_empty() {
+            return;
+        }
         self.notifier.notify(changed);
+        self.replicator.on_changed(&self.membership.view(), changed);
     }
 
     /// Asks the meta for a newer view, unless a refresh is already running.
@@ -97,7 +154,8 @@ impl DataServer {
         };
         let membership = Arc::new(Membership::join(meta, member, &shutdown).await?);
         let view = membership.view();
-        let store = Arc::new(Store::new(view.settings.slot_count, config.log_limits()));
+        let slot_count = view.settings.slot_count;
+        let store = Arc::new(Store::new(slot_count, config.log_limits()));
         let metrics = DataMetrics::new();
         let notifier = Notifier::new(
             id.clone(),
@@ -108,16 +166,32 @@ impl DataServer {
             config.inline_max_publishers,
             shutdown.clone(),
         );
+        let replicator = Replicator::new(
+            id.clone(),
+            store.clone(),
+            http.clone(),
+            membership.subscribe(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
         let state = Arc::new(DataState {
+            slots: Slots::new(
+                id.clone(),
+                slot_count,
+                Duration::from_millis(config.slot_retain_ms),
+            ),
             id,
             config,
             store,
             membership,
             notifier,
+            replicator,
             metrics,
+            http,
             refreshing: AtomicBool::new(false),
         });
         tokio::spawn(follow_view(state.clone(), shutdown.clone()));
+        tokio::spawn(housekeeping(state.clone(), shutdown.clone()));
         let server = serve(
             listener,
             crate::api::router(state.clone()),
@@ -153,30 +227,52 @@ impl DataServer {
     }
 }
 
-/// Follows the cluster view: notification targets, and cleanup of departed sessions.
+/// Follows the cluster view: slot phases and copies, replication and notification targets,
+/// cleanup of departed sessions.
 async fn follow_view(state: Arc<DataState>, shutdown: CancellationToken) {
     let mut rx = state.membership.subscribe();
-    let mut sessions: BTreeMap<MemberId, String> = BTreeMap::new();
+    let mut prev: Option<Arc<ClusterView>> = None;
+    let sync_permits = Arc::new(Semaphore::new(state.config.sync_concurrency.max(1)));
     let grace = Duration::from_millis(state.config.session_cleanup_grace_ms);
     loop {
         let view = rx.borrow_and_update().clone();
         state.metrics.epoch.set(view.epoch as i64);
-        let now: BTreeMap<MemberId, String> = view
-            .members_of(Role::Session)
-            .map(|m| (m.id.clone(), m.addr.clone()))
-            .collect();
-        let targets: Vec<(MemberId, String)> =
-            now.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        state.notifier.set_targets(&targets);
-        for gone in sessions.keys().filter(|id| !now.contains_key(*id)) {
-            tokio::spawn(clean_session(
+        let jobs = state.slots.on_view(prev.as_deref(), &view);
+        if !jobs.is_empty() {
+            tracing::info!(
+                epoch = view.epoch,
+                slots = jobs.len(),
+                "copying in gained slots"
+            );
+        }
+        for job in jobs {
+            tokio::spawn(sync_slot(
                 state.clone(),
-                gone.clone(),
-                grace,
+                job,
+                sync_permits.clone(),
                 shutdown.clone(),
             ));
         }
-        sessions = now;
+        state.replicator.on_view(&view);
+        let sessions: Vec<(MemberId, String)> = view
+            .members_of(Role::Session)
+            .map(|m| (m.id.clone(), m.addr.clone()))
+            .collect();
+        state.notifier.set_targets(&sessions);
+        if let Some(prev) = &prev {
+            for gone in prev
+                .members_of(Role::Session)
+                .filter(|m| !view.members.contains_key(&m.id))
+            {
+                tokio::spawn(clean_session_later(
+                    state.clone(),
+                    gone.id.clone(),
+                    grace,
+                    shutdown.clone(),
+                ));
+            }
+        }
+        prev = Some(view);
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             _ = shutdown.cancelled() => return,
@@ -184,9 +280,78 @@ async fn follow_view(state: Arc<DataState>, shutdown: CancellationToken) {
     }
 }
 
+/// Copies a gained slot from its sources, then marks it ready.
+async fn sync_slot(
+    state: Arc<DataState>,
+    job: SyncJob,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    let Ok(_permit) = permits.acquire_owned().await else {
+        return;
+    };
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(state.config.sync_timeout_ms);
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
+    let req = SyncRequest {
+        epoch: job.epoch,
+        slot: job.slot,
+        requester: state.id.clone(),
+    };
+    let mut copied = 0usize;
+    let outcome = loop {
+        let mut got = false;
+        let mut busy = false;
+        for addr in &job.sources {
+            let answer: Result<SyncResponse, RpcError> =
+                state.http.post(addr, "/data/v1/sync", &req).await;
+            match answer {
+                Ok(resp) => {
+                    got = true;
+                    for datum in resp.datums {
+                        copied += datum.publishers.len();
+                        let _ = state.store.install(datum, || Ok::<(), DataError>(()));
+                    }
+                }
+                Err(e) => {
+                    let code = e.code();
+                    busy |= matches!(
+                        code,
+                        registry_common::ErrorCode::Migrating
+                            | registry_common::ErrorCode::StaleEpoch
+                    );
+                    tracing::debug!(slot = job.slot, from = %addr, "slot copy failed: {e}");
+                }
+            }
+        }
+        if got {
+            break "copied";
+        }
+        if !busy {
+            break "no_source";
+        }
+        if Instant::now() > deadline {
+            break "timed_out";
+        }
+        tokio::select! {
+            _ = backoff.wait() => {}
+            _ = shutdown.cancelled() => return,
+        }
+    };
+    state.slots.finish_sync(job.slot);
+    state.metrics.slot_syncs.with_label_values(&[outcome]).inc();
+    tracing::debug!(
+        slot = job.slot,
+        outcome,
+        publishers = copied,
+        took_ms = started.elapsed().as_millis() as u64,
+        "slot copied in"
+    );
+}
+
 /// After `grace`, if `session` is still not a member, removes the publishers it owned in the
 /// slots this server is primary of.
-async fn clean_session(
+async fn clean_session_later(
     state: Arc<DataState>,
     session: MemberId,
     grace: Duration,
@@ -196,21 +361,74 @@ async fn clean_session(
         _ = tokio::time::sleep(grace) => {}
         _ = shutdown.cancelled() => return,
     }
-    let view: Arc<ClusterView> = state.membership.view();
-    if view.members.contains_key(&session) {
-        return;
-    }
-    let me = state.id.clone();
-    let changed = state.store.remove_session(&session, |slot| {
-        view.slots
-            .get(slot)
-            .is_some_and(|a| a.primary.as_ref() == Some(&me))
-    });
-    if !changed.is_empty() {
-        tracing::info!(%session, datums = changed.len(), "removed publishers of a departed session");
+    clean_sessions(&state, &[session]);
+}
+
+/// Removes the publishers of `sessions` (if still not members) from the slots this server is
+/// primary of, and notifies.
+fn clean_sessions(state: &DataState, sessions: &[MemberId]) {
+    let mut changed = Vec::new();
+    for session in sessions {
+        if state.membership.view().members.contains_key(session) {
+            continue;
+        }
+        let removed = state.store.remove_session(session, |slot| {
+            let view = state.membership.view();
+            view.slots
+                .get(slot)
+                .is_some_and(|a| a.primary.as_ref() == Some(&state.id))
+                && state.slots.phase(slot) == Phase::Ready
+        });
+        if !removed.is_empty() {
+            tracing::info!(%session, datums = removed.len(), "removed publishers of a departed session");
+        }
+        changed.extend(removed);
     }
     state.on_changed(&changed);
 }
 
-/// Keeps the type of the view channel in one place for callers that want to follow it.
-pub type ViewReceiver = watch::Receiver<Arc<ClusterView>>;
+/// Periodic work: drop slots whose retention ran out, and sweep out publishers of sessions
+/// that have not been members for longer than the grace (covers slots that moved here after
+/// the session left).
+async fn housekeeping(state: Arc<DataState>, shutdown: CancellationToken) {
+    let grace = Duration::from_millis(state.config.session_cleanup_grace_ms);
+    let every = grace.clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Sessions referenced by publishers but not members, and since when.
+    let mut absent: HashMap<MemberId, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = Instant::now();
+        for slot in state.slots.expire(now) {
+            state.store.drop_slot(slot);
+            tracing::debug!(slot, "dropped a slot that moved away");
+        }
+        let view = state.membership.view();
+        let referenced = state.store.sessions_in(|slot| {
+            view.slots
+                .get(slot)
+                .is_some_and(|a| a.primary.as_ref() == Some(&state.id))
+        });
+        absent.retain(|s, _| referenced.contains(s) && !view.members.contains_key(s));
+        for s in referenced {
+            if !view.members.contains_key(&s) {
+                absent.entry(s).or_insert(now);
+            }
+        }
+        let expired: Vec<MemberId> = absent
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= grace)
+            .map(|(s, _)| s.clone())
+            .collect();
+        if !expired.is_empty() {
+            clean_sessions(&state, &expired);
+            for s in &expired {
+                absent.remove(s);
+            }
+        }
+    }
+}

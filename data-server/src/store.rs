@@ -3,10 +3,14 @@
 //! Each slot is one mutex-protected shard holding the datums whose dataInfoId hashes into it,
 //! so writes to different slots never contend and a whole slot can be copied or dropped at
 //! once when it migrates. Every change appends to the datum's operation log: a bounded ring
-//! (by count and by age) of `(version, op)` that replicas and migrating holders replay from;
-//! a follower that finds a gap in it falls back to a full datum copy.
+//! (by count and by age) of `(prev_version, version, op)` that replicas replay from; a replica
+//! that finds a gap falls back to a full datum copy.
 //!
-//! Publishers are held as `Arc<Publisher>` so the log and the datum share one copy.
+//! Writes take a guard closure that runs under the shard lock: the server checks ownership
+//! there, so a slot handed to another server can be copied under the same lock with the
+//! certainty that no write accepted under the old ownership is missing from the copy.
+//!
+//! Publishers are held as `Arc<Publisher>` so the datum, its log and replication share one copy.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -16,10 +20,9 @@ use parking_lot::Mutex;
 use registry_common::id::DataInfoId;
 use registry_common::member::MemberId;
 use registry_common::model::{Datum, Publisher, PublisherKey};
-use registry_common::proto::data::PublisherDigest;
+use registry_common::proto::data::{OpRecord, PublisherDigest, ReplicatedOp};
 use registry_common::slot::{slot_of, SlotId};
 use registry_common::version::VersionClock;
-use serde::{Deserialize, Serialize};
 
 /// Bounds of every datum's operation log.
 #[derive(Debug, Clone, Copy)]
@@ -39,26 +42,11 @@ impl Default for LogLimits {
     }
 }
 
-/// One logged change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(
-    tag = "kind",
-    rename_all = "snake_case",
-    rename_all_fields = "camelCase"
-)]
-pub enum LoggedOp {
-    Put { publisher: Arc<Publisher> },
-    Remove { key: PublisherKey },
-}
-
-/// An entry of a datum's operation log: the op and the datum version it produced.
+/// An entry of a datum's operation log.
 #[derive(Debug, Clone)]
-pub struct OpEntry {
-    pub version: u64,
-    /// Version of the datum just before this op (to detect gaps when replaying).
-    pub prev_version: u64,
-    pub at: Instant,
-    pub op: LoggedOp,
+struct OpEntry {
+    record: OpRecord,
+    at: Instant,
 }
 
 /// Result of a write: the datum version after it and whether anything changed.
@@ -66,6 +54,14 @@ pub struct OpEntry {
 pub struct Applied {
     pub version: u64,
     pub changed: bool,
+}
+
+/// Result of applying replicated ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    pub version: u64,
+    /// The ops did not connect to the datum held here.
+    pub need_full: bool,
 }
 
 #[derive(Debug, Default)]
@@ -84,13 +80,15 @@ impl DatumState {
         }
     }
 
-    fn append(&mut self, version: u64, op: LoggedOp, limits: LogLimits) {
+    fn append(&mut self, version: u64, op: ReplicatedOp, limits: LogLimits) {
         let now = Instant::now();
         self.log.push_back(OpEntry {
-            version,
-            prev_version: self.version,
+            record: OpRecord {
+                version,
+                prev_version: self.version,
+                op,
+            },
             at: now,
-            op,
         });
         self.version = version;
         while self.log.len() > limits.max_ops
@@ -102,10 +100,23 @@ impl DatumState {
             self.log.pop_front();
         }
     }
+
+    fn apply(&mut self, op: &ReplicatedOp) {
+        match op {
+            ReplicatedOp::Put { publisher } => {
+                self.publishers
+                    .insert(publisher.key.clone(), publisher.clone());
+            }
+            ReplicatedOp::Remove { key } => {
+                self.publishers.remove(key);
+            }
+        }
+    }
 }
 
+/// The datums of one slot.
 #[derive(Debug, Default)]
-struct Shard {
+pub struct Shard {
     datums: HashMap<DataInfoId, DatumState>,
 }
 
@@ -140,19 +151,25 @@ impl Store {
         &self.slots[self.slot_of(id) as usize]
     }
 
-    /// Adds or replaces a publisher if it supersedes the one held.
-    pub fn publish(&self, publisher: Publisher) -> Applied {
+    /// Adds or replaces a publisher if it supersedes the one held, provided `guard` (run
+    /// under the slot's lock) allows it.
+    pub fn publish<E>(
+        &self,
+        publisher: Publisher,
+        guard: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Applied, E> {
         let mut shard = self.shard(&publisher.data_info_id).lock();
+        guard()?;
         let state = shard
             .datums
             .entry(publisher.data_info_id.clone())
             .or_default();
         if let Some(old) = state.publishers.get(&publisher.key) {
             if !publisher.supersedes(old) {
-                return Applied {
+                return Ok(Applied {
                     version: state.version,
                     changed: false,
-                };
+                });
             }
         }
         let version = self.clock.next_after(state.version);
@@ -160,49 +177,56 @@ impl Store {
         state
             .publishers
             .insert(publisher.key.clone(), publisher.clone());
-        state.append(version, LoggedOp::Put { publisher }, self.limits);
-        Applied {
+        state.append(version, ReplicatedOp::Put { publisher }, self.limits);
+        Ok(Applied {
             version,
             changed: true,
-        }
+        })
     }
 
-    /// Removes a publisher if it still belongs to `(session, conn_id)`.
-    pub fn unpublish(
+    /// Removes a publisher if it still belongs to `(session, conn_id)`, provided `guard`
+    /// (run under the slot's lock) allows it.
+    pub fn unpublish<E>(
         &self,
         id: &DataInfoId,
         key: &PublisherKey,
         session: &MemberId,
         conn_id: u64,
-    ) -> Applied {
+        guard: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Applied, E> {
         let mut shard = self.shard(id).lock();
+        guard()?;
         let Some(state) = shard.datums.get_mut(id) else {
-            return Applied {
+            return Ok(Applied {
                 version: 0,
                 changed: false,
-            };
+            });
         };
         let owned = state
             .publishers
             .get(key)
             .is_some_and(|p| p.owned_by(session, conn_id));
         if !owned {
-            return Applied {
+            return Ok(Applied {
                 version: state.version,
                 changed: false,
-            };
+            });
         }
         state.publishers.remove(key);
         let version = self.clock.next_after(state.version);
-        state.append(version, LoggedOp::Remove { key: key.clone() }, self.limits);
-        Applied {
+        state.append(
+            version,
+            ReplicatedOp::Remove { key: key.clone() },
+            self.limits,
+        );
+        Ok(Applied {
             version,
             changed: true,
-        }
+        })
     }
 
-    /// Removes every publisher owned by `session` in the slots `in_slot` accepts. Returns
-    /// the changed dataInfoIds with their new versions.
+    /// Removes every publisher owned by `session` in the slots `in_slot` accepts (checked
+    /// under each slot's lock). Returns the changed dataInfoIds with their new versions.
     pub fn remove_session(
         &self,
         session: &MemberId,
@@ -210,10 +234,10 @@ impl Store {
     ) -> Vec<(DataInfoId, u64)> {
         let mut changed = Vec::new();
         for (slot, shard) in self.slots.iter().enumerate() {
+            let mut shard = shard.lock();
             if !in_slot(slot as SlotId) {
                 continue;
             }
-            let mut shard = shard.lock();
             for (id, state) in shard.datums.iter_mut() {
                 let keys: Vec<PublisherKey> = state
                     .publishers
@@ -227,7 +251,7 @@ impl Store {
                 for key in keys {
                     state.publishers.remove(&key);
                     let version = self.clock.next_after(state.version);
-                    state.append(version, LoggedOp::Remove { key }, self.limits);
+                    state.append(version, ReplicatedOp::Remove { key }, self.limits);
                 }
                 changed.push((id.clone(), state.version));
             }
@@ -262,6 +286,108 @@ impl Store {
             .map_or(0, |s| s.version)
     }
 
+    /// The ops of `id` after `version`, oldest first: empty when the datum is at `version`,
+    /// `None` when the log no longer reaches back to `version` (send the full datum).
+    pub fn ops_since(&self, id: &DataInfoId, version: u64) -> Option<Vec<OpRecord>> {
+        let shard = self.shard(id).lock();
+        let Some(state) = shard.datums.get(id) else {
+            return Some(Vec::new());
+        };
+        if state.version == version {
+            return Some(Vec::new());
+        }
+        let start = state
+            .log
+            .iter()
+            .position(|e| e.record.prev_version == version)?;
+        Some(
+            state
+                .log
+                .iter()
+                .skip(start)
+                .map(|e| e.record.clone())
+                .collect(),
+        )
+    }
+
+    /// Applies ops shipped by the primary, in version order and idempotently: an op at or
+    /// below the held version is skipped; an op that does not follow the held version is a
+    /// gap, reported as `need_full`. Runs `guard` under the slot's lock first.
+    pub fn replay<E>(
+        &self,
+        id: &DataInfoId,
+        ops: &[OpRecord],
+        guard: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Replayed, E> {
+        let mut shard = self.shard(id).lock();
+        guard()?;
+        let state = shard.datums.entry(id.clone()).or_default();
+        for record in ops {
+            if record.version <= state.version {
+                continue;
+            }
+            if record.prev_version != state.version {
+                return Ok(Replayed {
+                    version: state.version,
+                    need_full: true,
+                });
+            }
+            state.apply(&record.op);
+            self.clock.observe(record.version);
+            state.append(record.version, record.op.clone(), self.limits);
+        }
+        Ok(Replayed {
+            version: state.version,
+            need_full: false,
+        })
+    }
+
+    /// Installs a full copy of a datum if it is newer than the one held (or none is held).
+    /// Runs `guard` under the slot's lock first. Returns the version held afterwards.
+    pub fn install<E>(
+        &self,
+        datum: Datum,
+        guard: impl FnOnce() -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let mut shard = self.shard(&datum.data_info_id).lock();
+        guard()?;
+        let state = shard.datums.entry(datum.data_info_id.clone()).or_default();
+        if datum.version <= state.version && !(datum.version == 0 && state.publishers.is_empty()) {
+            return Ok(state.version);
+        }
+        self.clock.observe(datum.version);
+        state.publishers = datum
+            .publishers
+            .into_iter()
+            .map(|p| (p.key.clone(), Arc::new(p)))
+            .collect();
+        state.version = datum.version;
+        // The log no longer describes how this version was reached.
+        state.log.clear();
+        Ok(state.version)
+    }
+
+    /// Every datum of a slot, taken under the slot's lock after `guard` allows it.
+    pub fn slot_datums<E>(
+        &self,
+        slot: SlotId,
+        guard: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Vec<Datum>, E> {
+        let Some(shard) = self.slots.get(slot as usize) else {
+            return Ok(Vec::new());
+        };
+        let shard = shard.lock();
+        guard()?;
+        Ok(shard.datums.iter().map(|(id, s)| s.to_datum(id)).collect())
+    }
+
+    /// Forgets every datum of a slot.
+    pub fn drop_slot(&self, slot: SlotId) {
+        if let Some(shard) = self.slots.get(slot as usize) {
+            shard.lock().datums.clear();
+        }
+    }
+
     /// Digests of the publishers `session` owns, in the slots `in_slot` accepts.
     pub fn session_digests(
         &self,
@@ -293,6 +419,28 @@ impl Store {
         out
     }
 
+    /// The session servers that own publishers in the slots `in_slot` accepts.
+    pub fn sessions_in(
+        &self,
+        in_slot: impl Fn(SlotId) -> bool,
+    ) -> std::collections::HashSet<MemberId> {
+        let mut out = std::collections::HashSet::new();
+        for (slot, shard) in self.slots.iter().enumerate() {
+            if !in_slot(slot as SlotId) {
+                continue;
+            }
+            let shard = shard.lock();
+            for state in shard.datums.values() {
+                for p in state.publishers.values() {
+                    if !out.contains(&p.session) {
+                        out.insert(p.session.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Counts of (dataInfoIds, publishers) per slot.
     pub fn slot_counts(&self) -> Vec<(usize, usize)> {
         self.slots
@@ -305,5 +453,92 @@ impl Store {
                 )
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    fn ok() -> Result<(), Infallible> {
+        Ok(())
+    }
+
+    fn publisher(id: &DataInfoId, reg: &str, version: u64) -> Publisher {
+        Publisher {
+            data_info_id: id.clone(),
+            key: PublisherKey {
+                client_id: "c".into(),
+                regist_id: reg.into(),
+            },
+            data: vec![format!("{reg}:{version}")],
+            version,
+            session: MemberId("s".into()),
+            conn_id: 1,
+            registered_at_ms: 1,
+            zone: String::new(),
+            app: String::new(),
+        }
+    }
+
+    #[test]
+    fn replica_replays_in_order_and_detects_gaps() {
+        let id = DataInfoId::new("svc", None, None).unwrap();
+        let primary = Store::new(8, LogLimits::default());
+        let replica = Store::new(8, LogLimits::default());
+        for n in 1..=3 {
+            primary.publish(publisher(&id, "a", n), ok).unwrap();
+        }
+        let ops = primary.ops_since(&id, 0).unwrap();
+        assert_eq!(ops.len(), 3);
+        // Apply the middle op first: a gap.
+        let r = replica.replay(&id, &ops[1..2], ok).unwrap();
+        assert!(r.need_full);
+        let r = replica.replay(&id, &ops, ok).unwrap();
+        assert!(!r.need_full);
+        assert_eq!(r.version, primary.version(&id));
+        // Idempotent.
+        let r = replica.replay(&id, &ops, ok).unwrap();
+        assert_eq!(r.version, primary.version(&id));
+        assert_eq!(replica.datum(&id), primary.datum(&id));
+        // From the replica's version on, nothing more to ship.
+        assert_eq!(primary.ops_since(&id, r.version).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn truncated_log_asks_for_a_full_copy_and_install_keeps_the_newest() {
+        let id = DataInfoId::new("svc", None, None).unwrap();
+        let limits = LogLimits {
+            max_ops: 2,
+            max_age: Duration::from_secs(60),
+        };
+        let primary = Store::new(8, limits);
+        for n in 1..=5 {
+            primary.publish(publisher(&id, "a", n), ok).unwrap();
+        }
+        assert!(primary.ops_since(&id, 0).is_none());
+        let replica = Store::new(8, limits);
+        let full = primary.datum(&id);
+        let v = replica.install(full.clone(), ok).unwrap();
+        assert_eq!(v, full.version);
+        // An older copy does not overwrite.
+        let mut older = full.clone();
+        older.version -= 1;
+        older.publishers.clear();
+        assert_eq!(replica.install(older, ok).unwrap(), full.version);
+        assert_eq!(replica.datum(&id), full);
+        // New versions issued after installing are above it.
+        let a = replica.publish(publisher(&id, "b", 1), ok).unwrap();
+        assert!(a.version > full.version);
+    }
+
+    #[test]
+    fn guard_refusal_changes_nothing() {
+        let id = DataInfoId::new("svc", None, None).unwrap();
+        let store = Store::new(8, LogLimits::default());
+        let r = store.publish(publisher(&id, "a", 1), || Err("not owner"));
+        assert_eq!(r, Err("not owner"));
+        assert_eq!(store.version(&id), 0);
     }
 }

@@ -153,12 +153,62 @@ impl Cluster {
 
     /// Starts one more data server.
     pub async fn add_data(&mut self) -> anyhow::Result<()> {
+        self.add_data_with(|_| {}).await
+    }
+
+    /// Starts one more data server with its configuration adjusted by `adjust`.
+    pub async fn add_data_with(
+        &mut self,
+        adjust: impl FnOnce(&mut DataConfig),
+    ) -> anyhow::Result<()> {
         let mut cfg = self.config.data.clone();
         cfg.meta = self.meta_addrs.clone();
+        adjust(&mut cfg);
         let name = format!("data-{}", self.datas.len() + 1);
         let node = Node::start(name, move |token| DataServer::start(cfg, token)).await?;
         self.datas.push(node);
         Ok(())
+    }
+
+    /// Waits until no running data server is still copying in a slot.
+    pub async fn wait_slots_settled(&self) {
+        until(
+            "every gained slot copied in",
+            Duration::from_secs(30),
+            || async {
+                self.datas
+                    .iter()
+                    .filter(|n| n.is_running())
+                    .all(|d| d.server().state().slots.counts().0 == 0)
+            },
+        )
+        .await;
+    }
+
+    /// Waits until every replica holds the same version of every dataInfoId as its primary.
+    pub async fn wait_replicated(&self, ids: &[registry_common::DataInfoId]) {
+        until(
+            "replicas caught up with their primaries",
+            Duration::from_secs(30),
+            || async {
+                let view = self.view();
+                ids.iter().all(|id| {
+                    let Some(a) = view.slots.assignment_of(id) else {
+                        return true;
+                    };
+                    let store_of = |m: &registry_common::MemberId| {
+                        self.datas
+                            .iter()
+                            .filter(|n| n.is_running())
+                            .find(|n| n.server().id() == m)
+                            .map(|n| n.server().state().store.version(id))
+                    };
+                    let primary = a.primary.as_ref().and_then(store_of);
+                    a.replicas.iter().all(|r| store_of(r) == primary)
+                })
+            },
+        )
+        .await;
     }
 
     /// Starts one more session server.

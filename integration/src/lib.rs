@@ -6,11 +6,13 @@
 //! - [`raw`]: a bare WebSocket client speaking the JSON protocol by hand, for bad input and
 //!   for observing every push the server sends.
 //! - [`wait`]: waiting on a condition with a deadline (never a fixed sleep).
+//! - [`workload`]: many publishers and recording subscribers for cluster tests.
 
 pub mod cluster;
 pub mod node;
 pub mod raw;
 pub mod wait;
+pub mod workload;
 
 /// Logs to stderr when `RUST_LOG` is set (quiet otherwise).
 pub fn init_test_logging() {

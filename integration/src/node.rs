@@ -72,11 +72,19 @@ impl<S: Server> Node<S> {
             .context("cannot build a node runtime")?;
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
-        let server = rt
-            .spawn(async move { start(token).await })
-            .await
-            .context("node start task failed")?
-            .with_context(|| format!("{name} did not start"))?;
+        let started = rt.spawn(async move { start(token).await }).await;
+        let server = match started {
+            Ok(Ok(server)) => server,
+            // A runtime must not be dropped inside an async context: shut it down first.
+            Ok(Err(e)) => {
+                rt.shutdown_background();
+                return Err(anyhow::Error::new(e).context(format!("{name} did not start")));
+            }
+            Err(e) => {
+                rt.shutdown_background();
+                return Err(anyhow::Error::new(e).context("node start task failed"));
+            }
+        };
         Ok(Self {
             name,
             addr: server.addr(),

@@ -60,6 +60,9 @@ pub struct SessionConfig {
     /// Timeout of calls to other servers, in milliseconds.
     #[arg(long, env = "REGISTRY_SESSION_RPC_TIMEOUT_MS", default_value_t = 3_000)]
     pub rpc_timeout_ms: u64,
+    /// Interval of the full reconciliation (repair and version pull), in ms.
+    #[arg(long, env = "REGISTRY_SESSION_RECONCILE_MS", default_value_t = 30_000)]
+    pub reconcile_interval_ms: u64,
     /// Most ops or ids in one request to a data server.
     #[arg(long, env = "REGISTRY_SESSION_MAX_BATCH", default_value_t = 2_000)]
     pub max_batch: usize,
@@ -80,6 +83,7 @@ impl Default for SessionConfig {
             cache_entries: 200_000,
             rpc_timeout_ms: 3_000,
             max_batch: 2_000,
+            reconcile_interval_ms: 30_000,
         }
     }
 }

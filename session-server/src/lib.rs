@@ -7,6 +7,8 @@
 //! - [`forward`]: writes to the data tier, one lane per data server, retried until they land.
 //! - [`push`]: change notification -> datum (cache or batched fetch) -> per-subscriber push,
 //!   with version guard, acknowledgements and merging of changes while a push is in flight.
+//! - [`reconcile`]: repair of the data tier from the session's publishers (on primary change
+//!   and periodically) and the periodic version pull.
 //! - [`conn`]: one client WebSocket: decode, dispatch, reply.
 //! - [`api`]: HTTP routes (client WebSocket, change notifications, health, metrics).
 //! - [`server`]: startup, view following, shutdown.
@@ -19,6 +21,7 @@ pub mod forward;
 pub mod metrics;
 pub mod outbox;
 pub mod push;
+pub mod reconcile;
 pub mod registry;
 pub mod server;
 

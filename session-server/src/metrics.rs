@@ -34,6 +34,8 @@ pub struct SessionMetrics {
     pub forward_pending: IntGauge,
     /// Client frames refused, by error code.
     pub bad_frames: IntCounterVec,
+    /// Reconciliation repairs, by kind (republished, removed, pulled).
+    pub repaired: IntCounterVec,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -114,6 +116,12 @@ impl SessionMetrics {
                 "registry_session_bad_frames_total",
                 "Client frames refused",
                 "code",
+            ),
+            repaired: counter_vec(
+                &r,
+                "registry_session_repaired_total",
+                "Reconciliation repairs",
+                "kind",
             ),
             registry: r,
         }

@@ -2,7 +2,8 @@
 //!
 //! Startup binds the listener (so the advertised address has the real port), joins the
 //! cluster, then serves clients and data servers. A background task follows the cluster view
-//! and re-routes queued writes and fetches when data servers come and go.
+//! and re-routes queued writes and fetches when data servers come and go, and has the slots
+//! whose primary changed repaired from this session's publishers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::config::SessionConfig;
 use crate::forward::Forwarder;
 use crate::metrics::SessionMetrics;
 use crate::push::{PushConfig, Pusher};
+use crate::reconcile::Reconciler;
 use crate::registry::Registry;
 
 /// State shared by the handlers and tasks of one session server.
@@ -29,6 +31,10 @@ pub struct SessionState {
     pub pusher: Arc<Pusher>,
     pub membership: Arc<Membership>,
     pub metrics: SessionMetrics,
+    /// Slots waiting for repair.
+    pub reconciler: Reconciler,
+    /// Client for calls to data servers.
+    pub http: HttpClient,
     /// Fires when the server stops; connection loops end on it.
     pub shutdown: CancellationToken,
 }
@@ -100,9 +106,15 @@ impl SessionServer {
             pusher,
             membership,
             metrics,
+            reconciler: Reconciler::default(),
+            http,
             shutdown: shutdown.clone(),
         });
         tokio::spawn(follow_view(state.clone()));
+        tokio::spawn(crate::reconcile::run(
+            state.clone(),
+            Duration::from_millis(state.config.reconcile_interval_ms.max(10)),
+        ));
         let server = serve(
             listener,
             crate::api::router(state.clone()),
@@ -136,10 +148,16 @@ impl SessionServer {
 
 async fn follow_view(state: Arc<SessionState>) {
     let mut rx = state.membership.subscribe();
+    let mut prev: Option<Arc<registry_common::member::ClusterView>> = None;
     loop {
         let view = rx.borrow_and_update().clone();
         state.forwarder.on_view(&view);
         state.pusher.on_view(&view);
+        if let Some(prev) = &prev {
+            // A slot with a new primary: make sure it holds everything this session owns.
+            state.reconciler.mark(Reconciler::moved_slots(prev, &view));
+        }
+        prev = Some(view);
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             _ = state.shutdown.cancelled() => return,

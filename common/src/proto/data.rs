@@ -6,6 +6,8 @@
 //! (`/session/v1/changes`) and ship operations to replicas (`/data/v1/replicate`,
 //! `/data/v1/sync`). Every request names the epoch of the slot table the caller routed by.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -153,6 +155,9 @@ pub struct ChangeBatch {
 pub struct SessionPublishersRequest {
     pub epoch: u64,
     pub session: MemberId,
+    /// Only these slots (empty: every slot this server is primary of).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<SlotId>,
 }
 
 /// One publisher as a digest for reconciliation.
@@ -167,12 +172,99 @@ pub struct PublisherDigest {
     pub registered_at_ms: u64,
 }
 
-/// Answer to [`SessionPublishersRequest`]: digests grouped by the slots this server is
-/// primary of at `epoch`.
+/// Answer to [`SessionPublishersRequest`]: the slots covered (asked for, primary here and
+/// complete: a slot still being copied in is left out) and the digests in them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionPublishersResponse {
     pub epoch: u64,
     pub slots: Vec<SlotId>,
     pub publishers: Vec<PublisherDigest>,
+}
+
+/// One change as replicas receive it: the op and the datum versions around it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpRecord {
+    /// Datum version this op produced.
+    pub version: u64,
+    /// Datum version just before it; a replica whose version differs has a gap.
+    pub prev_version: u64,
+    #[serde(flatten)]
+    pub op: ReplicatedOp,
+}
+
+/// What a replicated op does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum ReplicatedOp {
+    Put { publisher: Arc<Publisher> },
+    Remove { key: PublisherKey },
+}
+
+/// Ops (or, when the primary's log does not reach back far enough, the full datum) of one
+/// dataInfoId for one replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicateItem {
+    pub data_info_id: DataInfoId,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<OpRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<Datum>,
+}
+
+/// `POST /data/v1/replicate`: from a slot's primary to one of its replicas.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicateRequest {
+    pub epoch: u64,
+    pub from: MemberId,
+    pub items: Vec<ReplicateItem>,
+}
+
+/// A replica's state of one dataInfoId after applying an item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicateAck {
+    pub data_info_id: DataInfoId,
+    /// The replica's datum version now.
+    pub version: u64,
+    /// The ops did not connect to what the replica holds: send the full datum.
+    #[serde(default)]
+    pub need_full: bool,
+}
+
+/// Answer to [`ReplicateRequest`]: one ack per item (refused items get an error instead).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicateResponse {
+    pub epoch: u64,
+    pub acks: Vec<ReplicateAck>,
+    #[serde(default)]
+    pub errors: Vec<IdError>,
+}
+
+/// `POST /data/v1/sync`: a server that gained a slot at `epoch` asks a previous or current
+/// holder for everything it has of the slot. The source first catches up to `epoch`, so it
+/// takes no more writes for the slot if it lost it, and the copy misses nothing it accepted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRequest {
+    pub epoch: u64,
+    pub slot: SlotId,
+    pub requester: MemberId,
+}
+
+/// Answer to [`SyncRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncResponse {
+    pub epoch: u64,
+    pub slot: SlotId,
+    pub datums: Vec<Datum>,
 }

@@ -2,5 +2,10 @@
 //! One concern per file.
 
 mod bad_input;
+mod data_bad_input;
+mod data_failover;
+mod data_race;
+mod data_restart;
+mod data_scale;
 mod pubsub;
 mod standalone;

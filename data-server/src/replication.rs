@@ -1,0 +1,235 @@
+//! Shipping a primary's changes to its replicas, asynchronously and in batches.
+//!
+//! One lane per replica server. A change marks the dataInfoId pending in the lanes of its
+//! slot's replicas; a lane sends everything pending in one request and the next as soon as it
+//! returns. For each dataInfoId the lane remembers the version the replica acknowledged and
+//! ships the ops after it from the datum's op log, or the full datum when the log no longer
+//! reaches back (or the replica reported a gap). Pending work is a set of dataInfoIds, so a
+//! lane's memory is bounded by the number of dataInfoIds however fast they churn.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use registry_common::id::DataInfoId;
+use registry_common::member::{ClusterView, MemberId};
+use registry_common::proto::data::{ReplicateItem, ReplicateRequest, ReplicateResponse};
+use registry_common::time::now_ms;
+use registry_common::version::version_ms;
+use registry_rpc::backoff::Backoff;
+use registry_rpc::{CancellationToken, HttpClient, RpcError};
+use tokio::sync::{watch, Notify};
+
+use crate::metrics::DataMetrics;
+use crate::store::Store;
+
+/// Most dataInfoIds in one replication request.
+const MAX_ITEMS: usize = 1_000;
+
+struct Shared {
+    me: MemberId,
+    store: Arc<Store>,
+    http: HttpClient,
+    view: watch::Receiver<Arc<ClusterView>>,
+    metrics: DataMetrics,
+}
+
+struct Lane {
+    addr: String,
+    pending: Mutex<HashSet<DataInfoId>>,
+    /// Version each dataInfoId was acknowledged at by this replica.
+    acked: Mutex<HashMap<DataInfoId, u64>>,
+    /// DataInfoIds to send as full datums next time.
+    full: Mutex<HashSet<DataInfoId>>,
+    wake: Notify,
+    stop: CancellationToken,
+}
+
+#[derive(Clone)]
+pub struct Replicator {
+    shared: Arc<Shared>,
+    lanes: Arc<Mutex<HashMap<MemberId, Arc<Lane>>>>,
+    shutdown: CancellationToken,
+}
+
+impl Replicator {
+    pub fn new(
+        me: MemberId,
+        store: Arc<Store>,
+        http: HttpClient,
+        view: watch::Receiver<Arc<ClusterView>>,
+        metrics: DataMetrics,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                me,
+                store,
+                http,
+                view,
+                metrics,
+            }),
+            lanes: Arc::new(Mutex::new(HashMap::new())),
+            shutdown,
+        }
+    }
+
+    /// Queues changed dataInfoIds for the replicas of their slots under `view`.
+    pub fn on_changed(&self, view: &ClusterView, changed: &[(DataInfoId, u64)]) {
+        let mut woken: Vec<Arc<Lane>> = Vec::new();
+        for (id, _) in changed {
+            let Some(assignment) = view.slots.assignment_of(id) else {
+                continue;
+            };
+            if assignment.primary.as_ref() != Some(&self.shared.me) {
+                continue;
+            }
+            for replica in &assignment.replicas {
+                let Some(addr) = view.addr_of(replica) else {
+                    continue;
+                };
+                let lane = self.lane(replica, addr);
+                lane.pending.lock().insert(id.clone());
+                if !woken.iter().any(|l| Arc::ptr_eq(l, &lane)) {
+                    woken.push(lane);
+                }
+            }
+        }
+        let pending: usize = self
+            .lanes
+            .lock()
+            .values()
+            .map(|l| l.pending.lock().len())
+            .sum();
+        self.shared.metrics.replication_pending.set(pending as i64);
+        for lane in woken {
+            lane.wake.notify_one();
+        }
+    }
+
+    /// Stops lanes to servers that left the membership.
+    pub fn on_view(&self, view: &ClusterView) {
+        self.lanes.lock().retain(|id, lane| {
+            let keep = view.addr_of(id) == Some(lane.addr.as_str());
+            if !keep {
+                lane.stop.cancel();
+            }
+            keep
+        });
+    }
+
+    fn lane(&self, member: &MemberId, addr: &str) -> Arc<Lane> {
+        let mut lanes = self.lanes.lock();
+        if let Some(l) = lanes.get(member) {
+            if l.addr == addr {
+                return l.clone();
+            }
+            l.stop.cancel();
+        }
+        let lane = Arc::new(Lane {
+            addr: addr.to_owned(),
+            pending: Mutex::new(HashSet::new()),
+            acked: Mutex::new(HashMap::new()),
+            full: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
+            stop: self.shutdown.child_token(),
+        });
+        lanes.insert(member.clone(), lane.clone());
+        tokio::spawn(run_lane(self.shared.clone(), lane.clone()));
+        lane
+    }
+}
+
+/// Builds the item for one dataInfoId, or `None` if the replica is up to date.
+fn item_for(shared: &Shared, lane: &Lane, id: &DataInfoId) -> Option<ReplicateItem> {
+    let force_full = lane.full.lock().remove(id);
+    let acked = lane.acked.lock().get(id).copied();
+    let ops = if force_full {
+        None
+    } else {
+        shared.store.ops_since(id, acked.unwrap_or(0))
+    };
+    match ops {
+        Some(ops) if ops.is_empty() => None,
+        Some(ops) => Some(ReplicateItem {
+            data_info_id: id.clone(),
+            ops,
+            full: None,
+        }),
+        None => Some(ReplicateItem {
+            data_info_id: id.clone(),
+            ops: Vec::new(),
+            full: Some(shared.store.datum(id)),
+        }),
+    }
+}
+
+async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = lane.wake.notified() => {}
+            _ = lane.stop.cancelled() => return,
+        }
+        loop {
+            let ids: Vec<DataInfoId> = {
+                let mut pending = lane.pending.lock();
+                let take: Vec<DataInfoId> = pending.iter().take(MAX_ITEMS).cloned().collect();
+                for id in &take {
+                    pending.remove(id);
+                }
+                take
+            };
+            if ids.is_empty() {
+                break;
+            }
+            let items: Vec<ReplicateItem> = ids
+                .iter()
+                .filter_map(|id| item_for(&shared, &lane, id))
+                .collect();
+            if items.is_empty() {
+                continue;
+            }
+            let req = ReplicateRequest {
+                epoch: shared.view.borrow().epoch,
+                from: shared.me.clone(),
+                items,
+            };
+            let answer: Result<ReplicateResponse, RpcError> = shared
+                .http
+                .post(&lane.addr, "/data/v1/replicate", &req)
+                .await;
+            match answer {
+                Ok(resp) => {
+                    backoff.reset();
+                    let now = now_ms();
+                    let mut acked = lane.acked.lock();
+                    for ack in resp.acks {
+                        let before = acked.insert(ack.data_info_id.clone(), ack.version);
+                        if before.is_none_or(|b| ack.version > b) && ack.version > 0 {
+                            let lag = now.saturating_sub(version_ms(ack.version));
+                            shared.metrics.replication_lag.observe(lag as f64 / 1_000.0);
+                        }
+                        if ack.need_full {
+                            lane.full.lock().insert(ack.data_info_id.clone());
+                            lane.pending.lock().insert(ack.data_info_id);
+                        }
+                    }
+                    for e in resp.errors {
+                        tracing::debug!(to = %lane.addr, id = %e.data_info_id, "replica refused: {}", e.error);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(to = %lane.addr, "replication failed: {e}");
+                    shared.metrics.replication_failures.inc();
+                    lane.pending.lock().extend(ids);
+                    tokio::select! {
+                        _ = backoff.wait() => {}
+                        _ = lane.stop.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+}
