@@ -104,4 +104,28 @@ async fn registryctl_pub_and_sub_against_registry_standalone() {
         .expect("wait works");
     assert!(status.success(), "registryctl pub exit status: {status}");
     interrupt(&sub);
+
+    // The operator's view of the data tier: one server holding every slot.
+    let out = Command::new(env!("CARGO_BIN_EXE_registryctl"))
+        .args([
+            "data",
+            "slots",
+            "--json",
+            "--meta",
+            &format!("127.0.0.1:{meta}"),
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("registryctl data slots runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let slots: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let servers = slots["servers"].as_array().expect("servers");
+    assert_eq!(servers.len(), 1);
+    assert_eq!(servers[0]["status"]["primarySlots"], 256);
+    assert_eq!(servers[0]["addr"], format!("127.0.0.1:{data}"));
 }

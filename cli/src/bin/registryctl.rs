@@ -67,6 +67,35 @@ enum Command {
         #[command(subcommand)]
         command: MetaCommand,
     },
+    /// Operate the data tier.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// The slot table by server: slots held and publisher counts.
+    Slots {
+        #[command(flatten)]
+        meta: MetaTarget,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move every slot off a data server (member id or address) so it can leave.
+    Drain {
+        server: String,
+        #[command(flatten)]
+        meta: MetaTarget,
+        /// Return once the drain is recorded instead of waiting for the hand-off.
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -174,6 +203,15 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             print_json(&view)?;
         }
+        Command::Data { command } => match command {
+            DataCommand::Slots { meta, json } => data_slots(&meta.meta, json).await?,
+            DataCommand::Drain {
+                server,
+                meta,
+                no_wait,
+                timeout_secs,
+            } => data_drain(&meta.meta, &server, no_wait, timeout_secs).await?,
+        },
         Command::Meta { command } => match command {
             MetaCommand::Status { meta } => {
                 let status: MetaStatus = http()
@@ -209,4 +247,113 @@ async fn main() -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+async fn view_of(meta: &str) -> anyhow::Result<ClusterView> {
+    Ok(http()
+        .get(meta, "/meta/v1/view", Duration::from_secs(5))
+        .await?)
+}
+
+/// Status of every data server in the view (`None` where it did not answer).
+async fn data_statuses(view: &ClusterView) -> Vec<(String, String, Option<serde_json::Value>)> {
+    let client = http();
+    let mut out = Vec::new();
+    for m in view.members_of(registry_common::member::Role::Data) {
+        let status = client
+            .get::<serde_json::Value>(&m.addr, "/data/v1/status", Duration::from_secs(5))
+            .await
+            .ok();
+        out.push((m.id.to_string(), m.addr.clone(), status));
+    }
+    out
+}
+
+async fn data_slots(meta: &str, as_json: bool) -> anyhow::Result<()> {
+    let view = view_of(meta).await?;
+    let statuses = data_statuses(&view).await;
+    if as_json {
+        let rows: Vec<serde_json::Value> = statuses
+            .iter()
+            .map(|(id, addr, s)| json!({"id": id, "addr": addr, "status": s}))
+            .collect();
+        return print_json(&json!({"epoch": view.epoch, "servers": rows}));
+    }
+    println!("epoch {}", view.epoch);
+    println!(
+        "{:<44} {:<22} {:>7} {:>7} {:>7} {:>12} {:>12}",
+        "server", "addr", "primary", "replica", "syncing", "publishers", "as primary"
+    );
+    for (id, addr, s) in &statuses {
+        let field = |k: &str| {
+            s.as_ref()
+                .and_then(|s| s.get(k))
+                .and_then(serde_json::Value::as_u64)
+                .map_or_else(|| "?".to_string(), |v| v.to_string())
+        };
+        println!(
+            "{:<44} {:<22} {:>7} {:>7} {:>7} {:>12} {:>12}",
+            id,
+            addr,
+            field("primarySlots"),
+            field("replicaSlots"),
+            field("syncingSlots"),
+            field("publishers"),
+            field("primaryPublishers")
+        );
+    }
+    let unassigned = view
+        .slots
+        .slots
+        .iter()
+        .filter(|a| a.primary.is_none())
+        .count();
+    if unassigned > 0 {
+        println!("{unassigned} slots have no primary");
+    }
+    Ok(())
+}
+
+async fn data_drain(
+    meta: &str,
+    server: &str,
+    no_wait: bool,
+    timeout_secs: u64,
+) -> anyhow::Result<()> {
+    let view = view_of(meta).await?;
+    let member = view
+        .members_of(registry_common::member::Role::Data)
+        .find(|m| m.id.as_str() == server || m.addr == server)
+        .ok_or_else(|| anyhow::anyhow!("no data server `{server}` in the cluster view"))?
+        .id
+        .clone();
+    let _: serde_json::Value = meta_post(
+        meta,
+        "/meta/v1/admin/drain",
+        &json!({"ids": [member.clone()], "draining": true}),
+    )
+    .await?;
+    eprintln!("draining {member}");
+    if no_wait {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout_secs);
+    loop {
+        let view = view_of(meta).await?;
+        let held = view.slots.slots.iter().filter(|a| a.holds(&member)).count();
+        let syncing: u64 = data_statuses(&view)
+            .await
+            .iter()
+            .filter_map(|(_, _, s)| s.as_ref()?.get("syncingSlots")?.as_u64())
+            .sum();
+        if held == 0 && syncing == 0 {
+            eprintln!("{member} holds no slot and every slot is handed off; it can be stopped");
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("still {held} slots held and {syncing} syncing after {timeout_secs} s");
+        }
+        eprintln!("waiting: {held} slots still held, {syncing} slots syncing");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
