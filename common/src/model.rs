@@ -113,6 +113,11 @@ pub struct Datum {
     pub version: u64,
     /// Sorted by key, so two copies of the same version compare equal.
     pub publishers: Vec<Publisher>,
+    /// The change that produced this version removed publishers for a server-side reason
+    /// (their session server left the cluster), not because a client asked. Sessions hold
+    /// back a datum emptied this way for a protection window instead of pushing it empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub server_removal: bool,
 }
 
 impl Datum {
@@ -122,6 +127,7 @@ impl Datum {
             data_info_id,
             version,
             publishers: Vec::new(),
+            server_removal: false,
         }
     }
 

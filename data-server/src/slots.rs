@@ -2,7 +2,9 @@
 //!
 //! When a view gives this server a slot it did not hold, the slot is `Syncing`: the server
 //! copies it from the slot's previous and current holders (`/data/v1/sync`) and answers
-//! `migrating` to writes and reads until the copy is in; then it is `Ready`. When a view
+//! `migrating` to writes and reads until the copy is in; then it is `Ready`. A replica
+//! promoted to primary while the old primary is still a member copies from the old primary
+//! the same way, since it may trail it by the writes still in flight. When a view
 //! takes a slot away, the slot is `Retained` for a while: no longer served, but still
 //! available as a sync source to the servers that gained it; then it is dropped.
 
@@ -117,6 +119,26 @@ impl Slots {
                             epoch: view.epoch,
                             sources: addrs,
                         });
+                    }
+                }
+                (Phase::Ready, true) => {
+                    // Promoted from replica while the old primary is still a member (a planned
+                    // move: drain, scale-out): take the old primary's latest state first, as
+                    // the replica may trail it by the writes still in flight.
+                    let old_primary = prev
+                        .and_then(|p| p.slots.get(slot))
+                        .and_then(|a| a.primary.as_ref())
+                        .filter(|p| *p != &self.me);
+                    let promoted = assignment.primary.as_ref() == Some(&self.me);
+                    if let (true, Some(old)) = (promoted, old_primary) {
+                        if let Some(addr) = view.addr_of(old) {
+                            *phase = Phase::Syncing;
+                            jobs.push(SyncJob {
+                                slot,
+                                epoch: view.epoch,
+                                sources: vec![addr.to_owned()],
+                            });
+                        }
                     }
                 }
                 (Phase::Syncing | Phase::Ready, false) => {

@@ -69,6 +69,8 @@ struct DatumState {
     version: u64,
     publishers: BTreeMap<PublisherKey, Arc<Publisher>>,
     log: VecDeque<OpEntry>,
+    /// The last change was a server-side removal (see `Datum::server_removal`).
+    server_removal: bool,
 }
 
 impl DatumState {
@@ -77,10 +79,12 @@ impl DatumState {
             data_info_id: id.clone(),
             version: self.version,
             publishers: self.publishers.values().map(|p| (**p).clone()).collect(),
+            server_removal: self.server_removal,
         }
     }
 
     fn append(&mut self, version: u64, op: ReplicatedOp, limits: LogLimits) {
+        self.server_removal = false;
         let now = Instant::now();
         self.log.push_back(OpEntry {
             record: OpRecord {
@@ -253,6 +257,7 @@ impl Store {
                     let version = self.clock.next_after(state.version);
                     state.append(version, ReplicatedOp::Remove { key }, self.limits);
                 }
+                state.server_removal = true;
                 changed.push((id.clone(), state.version));
             }
         }

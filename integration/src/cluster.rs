@@ -211,6 +211,35 @@ impl Cluster {
         .await;
     }
 
+    /// Sends an admin request to the meta leader (following redirects, retrying through an
+    /// election) and returns its answer.
+    pub async fn meta_admin(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let http = registry_rpc::HttpClient::new(Duration::from_secs(10));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut last = None;
+        while std::time::Instant::now() < deadline {
+            let mut targets = self.meta_addrs.clone();
+            while let Some(addr) = (!targets.is_empty()).then(|| targets.remove(0)) {
+                match http.post::<_, serde_json::Value>(&addr, path, body).await {
+                    Ok(v) => return Ok(v),
+                    Err(registry_rpc::RpcError::Api(e)) if e.code.is_retryable() => {
+                        if let Some(r) = e.redirect.clone() {
+                            targets.insert(0, r);
+                        }
+                        last = Some(e.to_string());
+                    }
+                    Err(e) => last = Some(e.to_string()),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("no meta node accepted {path}: {last:?}")
+    }
+
     /// Starts one more session server.
     pub async fn add_session(&mut self) -> anyhow::Result<()> {
         let mut cfg = self.config.session.clone();

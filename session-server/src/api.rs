@@ -54,6 +54,12 @@ async fn changes(
     State(s): State<Arc<SessionState>>,
     ApiJson(batch): ApiJson<ChangeBatch>,
 ) -> Result<ApiJson<Empty>, ErrorReply> {
+    if s.faults
+        .drop_changes
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return Ok(ApiJson(Empty {}));
+    }
     for change in batch.changes {
         s.pusher.on_change(change);
     }

@@ -60,6 +60,24 @@ pub struct SessionConfig {
     /// Timeout of calls to other servers, in milliseconds.
     #[arg(long, env = "REGISTRY_SESSION_RPC_TIMEOUT_MS", default_value_t = 3_000)]
     pub rpc_timeout_ms: u64,
+    /// Longest a newer datum waits for the in-flight push's ack before it is pushed anyway, ms.
+    #[arg(long, env = "REGISTRY_SESSION_MAX_MERGE_MS", default_value_t = 1_000)]
+    pub max_merge_window_ms: u64,
+    /// A datum emptied by a server-side event (not by clients) is held back this long
+    /// before it is pushed empty, in ms.
+    #[arg(
+        long,
+        env = "REGISTRY_SESSION_EMPTY_PROTECTION_MS",
+        default_value_t = 3_000
+    )]
+    pub empty_protection_ms: u64,
+    /// On shutdown, how long to wait for clients to move to other sessions, in ms.
+    #[arg(
+        long,
+        env = "REGISTRY_SESSION_SHUTDOWN_WAIT_MS",
+        default_value_t = 10_000
+    )]
+    pub shutdown_wait_ms: u64,
     /// Interval of the full reconciliation (repair and version pull), in ms.
     #[arg(long, env = "REGISTRY_SESSION_RECONCILE_MS", default_value_t = 30_000)]
     pub reconcile_interval_ms: u64,
@@ -84,6 +102,9 @@ impl Default for SessionConfig {
             rpc_timeout_ms: 3_000,
             max_batch: 2_000,
             reconcile_interval_ms: 30_000,
+            max_merge_window_ms: 1_000,
+            empty_protection_ms: 3_000,
+            shutdown_wait_ms: 10_000,
         }
     }
 }

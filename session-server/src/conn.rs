@@ -80,9 +80,13 @@ pub async fn serve(socket: WebSocket, remote: SocketAddr, ctx: Arc<SessionState>
             }
         }
     }
-    // Withdraw this connection's publishers and subscriptions.
+    // Withdraw this connection's publishers and subscriptions. While the server drains, the
+    // publishers stay for the data tier's session cleanup: their clients are re-registering
+    // on another session, which takes them over without a gap.
     let ops = ctx.registry.close(&conn);
-    ctx.forwarder.submit(ops);
+    if !ctx.draining.load(std::sync::atomic::Ordering::Acquire) {
+        ctx.forwarder.submit(ops);
+    }
     ctx.pusher.drop_conn(&conn);
     conn.outbox.close_signal().close(1000, "bye");
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
@@ -184,6 +188,9 @@ fn dispatch(
         } => {
             if protocol != PROTOCOL_VERSION {
                 return Err(SessionError::Protocol(protocol, PROTOCOL_VERSION));
+            }
+            if ctx.draining.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(SessionError::ShuttingDown);
             }
             validate_part("clientId", &client_id)?;
             authorize(ctx, conn, &app)?;

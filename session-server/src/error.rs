@@ -16,8 +16,6 @@ pub enum SessionError {
     InvalidId(#[from] IdError),
     #[error(transparent)]
     InvalidPublisher(#[from] PublisherError),
-    #[error("version {given} is older than the registered version {current}")]
-    StaleVersion { given: u64, current: u64 },
     #[error("no {what} `{regist_id}` on this connection")]
     Unknown {
         what: &'static str,
@@ -25,6 +23,8 @@ pub enum SessionError {
     },
     #[error("client is not allowed: {0}")]
     Forbidden(String),
+    #[error("this session server is shutting down; connect to another")]
+    ShuttingDown,
 }
 
 impl SessionError {
@@ -35,9 +35,9 @@ impl SessionError {
             SessionError::InvalidId(_) | SessionError::InvalidPublisher(_) => {
                 ErrorCode::InvalidArgument
             }
-            SessionError::StaleVersion { .. } => ErrorCode::FailedPrecondition,
             SessionError::Unknown { .. } => ErrorCode::NotFound,
             SessionError::Forbidden(_) => ErrorCode::Forbidden,
+            SessionError::ShuttingDown => ErrorCode::Unavailable,
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct SessionMetrics {
     pub bad_frames: IntCounterVec,
     /// Reconciliation repairs, by kind (republished, removed, pulled).
     pub repaired: IntCounterVec,
+    /// Datums emptied by a server-side event, by what happened (held, released).
+    pub empty_protection: IntCounterVec,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -122,6 +124,12 @@ impl SessionMetrics {
                 "registry_session_repaired_total",
                 "Reconciliation repairs",
                 "kind",
+            ),
+            empty_protection: counter_vec(
+                &r,
+                "registry_session_empty_protection_total",
+                "Datums emptied server-side: held back, released after the window",
+                "event",
             ),
             registry: r,
         }

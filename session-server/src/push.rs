@@ -11,8 +11,15 @@
 //! is in flight waits as the subscription's `pending` datum and supersedes any older pending
 //! one: merging is adaptive, with no fixed delay when idle and at most one client round trip
 //! of delay when busy. A subscription never receives a version at or below one it already
-//! has. A push not acknowledged within the ack timeout is sent again (its newest datum) with
-//! backoff; after the configured retries the connection is closed as unresponsive.
+//! has. A pending datum waits at most the maximum merge window: past it, it is pushed even
+//! without the ack. A push not acknowledged within the ack timeout is sent again (its newest
+//! datum) with backoff; after the configured retries the connection is closed as
+//! unresponsive.
+//!
+//! Empty-push protection: a datum that lost all its publishers through a server-side event
+//! (their session server left; see `Datum::server_removal`) while subscribers still hold
+//! publishers is held back for a protection window; if publishers come back meanwhile (their
+//! clients re-registered elsewhere) subscribers never see it empty.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -109,6 +116,10 @@ pub struct PushConfig {
     pub ack_retries: u32,
     pub max_batch: usize,
     pub cache_entries: u64,
+    /// Longest a pending datum waits for the in-flight push's ack.
+    pub max_merge_window: Duration,
+    /// How long a datum emptied server-side is held back.
+    pub empty_protection: Duration,
 }
 
 pub struct Pusher {
@@ -123,6 +134,8 @@ pub struct Pusher {
     lanes: Mutex<HashMap<String, Arc<FetchLane>>>,
     /// Ids with no holder to fetch from; retried on view change.
     parked: Mutex<HashSet<DataInfoId>>,
+    /// Datums emptied server-side that are being held back, and since when.
+    held_empty: Mutex<HashMap<DataInfoId, Instant>>,
     http: HttpClient,
     membership: Arc<Membership>,
     metrics: SessionMetrics,
@@ -152,6 +165,7 @@ impl Pusher {
             fetching: Mutex::new(HashMap::new()),
             lanes: Mutex::new(HashMap::new()),
             parked: Mutex::new(HashSet::new()),
+            held_empty: Mutex::new(HashMap::new()),
             http,
             membership,
             metrics,
@@ -254,12 +268,60 @@ impl Pusher {
         }
     }
 
+    /// Whether to hold back `datum`: it was emptied by a server-side event while subscribers
+    /// hold publishers, and the protection window has not run out yet.
+    fn hold_empty(self: &Arc<Self>, datum: &Datum) -> bool {
+        let id = &datum.data_info_id;
+        let emptied = datum.publishers.is_empty()
+            && datum.server_removal
+            && self
+                .cache
+                .get(id)
+                .is_some_and(|p| !p.datum.publishers.is_empty());
+        let mut held = self.held_empty.lock();
+        if !emptied {
+            held.remove(id);
+            return false;
+        }
+        let window = self.config.empty_protection;
+        match held.get(id) {
+            None => {
+                held.insert(id.clone(), Instant::now());
+                self.metrics
+                    .empty_protection
+                    .with_label_values(&["held"])
+                    .inc();
+                tracing::info!(%id, "holding back a datum emptied by a server-side event");
+                // Look again once the window has passed.
+                let pusher = self.clone();
+                let id = id.clone();
+                let version = datum.version;
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::time::sleep(window) => pusher.request_fetch(id, version),
+                        _ = pusher.shutdown.cancelled() => {}
+                    }
+                });
+                true
+            }
+            Some(since) if since.elapsed() < window => true,
+            Some(_) => {
+                held.remove(id);
+                self.metrics
+                    .empty_protection
+                    .with_label_values(&["released"])
+                    .inc();
+                false
+            }
+        }
+    }
+
     /// A datum learnt from a data server (notification, fetch or reconciliation).
     pub fn accept(self: &Arc<Self>, datum: Datum) {
         let id = datum.data_info_id.clone();
         let version = datum.version;
         let newer = self.cache.get(&id).is_none_or(|p| p.version() < version);
-        if newer && self.has_subscribers(&id) {
+        if newer && self.has_subscribers(&id) && !self.hold_empty(&datum) {
             let prepared = Arc::new(Prepared::new(datum));
             self.cache.insert(id.clone(), prepared.clone());
             self.deliver(&prepared);
@@ -490,6 +552,15 @@ async fn ack_sweeper(pusher: Arc<Pusher>) {
             for map in subs.values_mut() {
                 for ((_, regist_id), sub) in map.iter_mut() {
                     let Some(f) = &sub.inflight else { continue };
+                    // A newer datum has waited long enough for this ack: push it anyway.
+                    if sub.pending.is_some()
+                        && now.duration_since(f.sent_at) >= pusher.config.max_merge_window
+                    {
+                        if let Some(next) = sub.pending.take() {
+                            out.push(send_push(sub, regist_id, next, 1, &pusher.metrics));
+                        }
+                        continue;
+                    }
                     // Backoff: the n-th attempt waits ack_timeout * 2^(n-1).
                     let wait = pusher.config.ack_timeout * (1u32 << (f.attempts - 1).min(6));
                     if now.duration_since(f.sent_at) < wait {

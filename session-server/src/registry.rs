@@ -123,8 +123,8 @@ impl Registry {
         self.conns.lock().values().cloned().collect()
     }
 
-    /// Registers or re-registers a publisher. Returns the op to forward, or `None` when the
-    /// registration changes nothing (an exact duplicate).
+    /// Registers or re-registers a publisher. Returns the ops to forward: none when the
+    /// registration changes nothing (an exact duplicate, or older than the one held).
     pub fn register_publisher(
         &self,
         conn: &Conn,
@@ -141,10 +141,9 @@ impl Registry {
         if let Some(cur) = publishers.get(&key) {
             let same_conn = cur.owned_by(&self.session, conn.id);
             if reg.version < cur.version && cur.data_info_id == reg.data_info_id {
-                return Err(SessionError::StaleVersion {
-                    given: reg.version,
-                    current: cur.version,
-                });
+                // Superseded by a newer registration of the same publisher (requests that
+                // raced, or a late retry): nothing to do, and nothing worth an error.
+                return Ok(ops);
             }
             if same_conn
                 && reg.version == cur.version

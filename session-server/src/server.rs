@@ -6,10 +6,12 @@
 //! whose primary changed repaired from this session's publishers.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use registry_common::member::{Member, MemberId, Role};
+use registry_common::proto::client::ServerFrame;
 use registry_rpc::membership::Membership;
 use registry_rpc::meta_client::MetaClient;
 use registry_rpc::server::{bind, serve, ServerTask, StartError};
@@ -37,6 +39,19 @@ pub struct SessionState {
     pub http: HttpClient,
     /// Fires when the server stops; connection loops end on it.
     pub shutdown: CancellationToken,
+    /// Set by a graceful shutdown: clients are being moved away, new ones refused, and a
+    /// closing connection leaves its publishers for the data tier's session cleanup (by then
+    /// their clients have re-registered elsewhere, so they do not flap).
+    pub draining: AtomicBool,
+    /// Fault injection for tests and drills.
+    pub faults: Faults,
+}
+
+/// Switches for fault-injection tests and chaos drills; all off in normal operation.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Ignore change notifications from data servers, as if they were lost on the way.
+    pub drop_changes: AtomicBool,
 }
 
 /// A running session server.
@@ -92,6 +107,8 @@ impl SessionServer {
                 ack_retries: config.ack_retries,
                 max_batch: config.max_batch,
                 cache_entries: config.cache_entries,
+                max_merge_window: Duration::from_millis(config.max_merge_window_ms.max(1)),
+                empty_protection: Duration::from_millis(config.empty_protection_ms),
             },
             http.clone(),
             membership.clone(),
@@ -109,6 +126,8 @@ impl SessionServer {
             reconciler: Reconciler::default(),
             http,
             shutdown: shutdown.clone(),
+            draining: AtomicBool::new(false),
+            faults: Faults::default(),
         });
         tokio::spawn(follow_view(state.clone()));
         tokio::spawn(crate::reconcile::run(
@@ -138,8 +157,36 @@ impl SessionServer {
         &self.state
     }
 
-    /// Leaves the cluster and stops serving.
+    /// Graceful stop: tells every client to move to another session (`go_away`), waits
+    /// (bounded) for them to go, then leaves the cluster and stops serving.
     pub async fn shutdown(self) {
+        let st = &self.state;
+        st.draining.store(true, Ordering::Release);
+        let view = st.membership.view();
+        let others: Vec<String> = view
+            .members_of(Role::Session)
+            .filter(|m| m.id != st.id)
+            .map(|m| m.addr.clone())
+            .collect();
+        if !others.is_empty() {
+            let frame = ServerFrame::GoAway {
+                reason: "session server is shutting down".into(),
+                sessions: others,
+            };
+            if let Ok(text) = serde_json::to_string(&frame) {
+                for conn in st.registry.conns() {
+                    let _ = conn.outbox.send(text.clone());
+                }
+            }
+            let deadline = Instant::now() + Duration::from_millis(st.config.shutdown_wait_ms);
+            while !st.registry.conns().is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tracing::info!(
+                left = st.registry.conns().len(),
+                "clients moved to other sessions"
+            );
+        }
         self.state.membership.leave().await;
         self.state.shutdown.cancel();
         let _ = self.server.join.await;

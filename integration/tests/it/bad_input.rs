@@ -166,3 +166,34 @@ async fn unsupported_protocol_and_duplicate_hello_are_refused() {
         .unwrap();
     assert_eq!(code(&r), "failed_precondition");
 }
+
+#[tokio::test]
+async fn duplicate_and_stale_registrations_change_nothing() {
+    let cluster = Cluster::start(ClusterConfig::new(1, 1, 1)).await.unwrap();
+    let addr = cluster.session_addrs()[0].clone();
+    let mut c = RawClient::hello(&addr, "dup").await.unwrap();
+    let register = |version: u64, data: &str| json!({"type": "register_publisher", "registId": "p", "dataId": "svc.dup", "data": [data], "version": version});
+    assert_eq!(c.request(register(5, "five")).await.unwrap()["type"], "ack");
+    let data = cluster.datas[0].server().state().clone();
+    let id = registry_common::DataInfoId::new("svc.dup", None, None).unwrap();
+    integration::wait::until("registered at the data server", WAIT, || async {
+        data.store.datum(&id).publishers.len() == 1
+    })
+    .await;
+    let version = data.store.version(&id);
+    // The same registration again, and an older one: acknowledged, no effect.
+    assert_eq!(c.request(register(5, "five")).await.unwrap()["type"], "ack");
+    assert_eq!(c.request(register(4, "four")).await.unwrap()["type"], "ack");
+    // A newer one still goes through (and proves the two above were processed first).
+    assert_eq!(c.request(register(6, "six")).await.unwrap()["type"], "ack");
+    integration::wait::until("the newer registration landed", WAIT, || async {
+        data.store.datum(&id).flat_data() == vec!["six".to_string()]
+    })
+    .await;
+    let after = data.store.version(&id);
+    assert!(after > version);
+    // Exactly one change since the first registration: the duplicate and the stale one
+    // never reached the data tier as changes.
+    let writes = data.metrics.writes.with_label_values(&["changed"]).get();
+    assert_eq!(writes, 2, "two changes: version 5, then version 6");
+}

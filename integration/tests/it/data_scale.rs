@@ -11,7 +11,6 @@ use integration::workload::{data_id, grid_data, payload, Fleet};
 use registry_common::member::{MemberId, Role};
 use registry_common::slot::slot_of;
 use registry_common::DataInfoId;
-use registry_rpc::HttpClient;
 
 const IDS: usize = 300;
 const PER_ID: usize = 10;
@@ -141,17 +140,12 @@ async fn draining_a_data_server_hands_off_every_slot() {
     .await;
 
     let drained = cluster.datas[0].server().id().clone();
-    let http = HttpClient::new(Duration::from_secs(5));
     let drain = async {
         let body = serde_json::json!({"ids": [drained.clone()]});
-        for addr in cluster.meta_addrs() {
-            let r: Result<serde_json::Value, _> =
-                http.post(&addr, "/meta/v1/admin/drain", &body).await;
-            if r.is_ok() {
-                return;
-            }
-        }
-        panic!("no meta node accepted the drain");
+        cluster
+            .meta_admin("/meta/v1/admin/drain", &body)
+            .await
+            .expect("the meta leader accepts the drain");
     };
     let (load, ()) = tokio::join!(steady_load(&fleet), drain);
     until(

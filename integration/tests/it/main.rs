@@ -8,4 +8,7 @@ mod data_race;
 mod data_restart;
 mod data_scale;
 mod pubsub;
+mod session_backpressure;
+mod session_failover;
+mod session_reconcile;
 mod standalone;

@@ -1,0 +1,140 @@
+//! Reconciliation: lost change notifications are made good by the version pull, and the data
+//! tier is repaired from the session's authoritative publishers.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use integration::cluster::{Cluster, ClusterConfig};
+use integration::wait::until;
+use integration::workload::{data_id, Fleet};
+use registry_common::model::{Publisher, PublisherKey};
+use registry_common::DataInfoId;
+
+fn config() -> ClusterConfig {
+    let mut config = ClusterConfig::new(1, 1, 2);
+    config.session.reconcile_interval_ms = 500;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_change_notifications_are_made_good_within_one_interval() {
+    const IDS: usize = 20;
+    let cluster = Cluster::start(config()).await.unwrap();
+    let publisher_client = cluster.client(0).await.unwrap();
+    let watcher = Fleet {
+        clients: vec![cluster.client(1).await.unwrap()],
+    };
+    let watch = watcher.watch(IDS).await.unwrap();
+    let mut publishers = Vec::new();
+    for i in 0..IDS {
+        publishers.push(
+            publisher_client
+                .publish(&data_id(i), vec![format!("v1:{i}")])
+                .await
+                .unwrap(),
+        );
+    }
+    until("first data seen", Duration::from_secs(10), || async {
+        watch.complete(IDS, |i| BTreeSet::from([format!("v1:{i}")])) == IDS
+    })
+    .await;
+
+    // Session 1 now loses every change notification.
+    let session = cluster.sessions[1].server().state().clone();
+    session.faults.drop_changes.store(true, Ordering::Relaxed);
+    let pulled_before = session
+        .metrics
+        .repaired
+        .with_label_values(&["pulled"])
+        .get();
+    for (i, p) in publishers.iter().enumerate() {
+        p.republish(vec![format!("v2:{i}")]).await.unwrap();
+    }
+    // One interval (500 ms) plus the fetch and push; generous for a loaded machine.
+    until(
+        "the version pull brought every subscriber up to date",
+        Duration::from_secs(5),
+        || async { watch.complete(IDS, |i| BTreeSet::from([format!("v2:{i}")])) == IDS },
+    )
+    .await;
+    let pulled = session
+        .metrics
+        .repaired
+        .with_label_values(&["pulled"])
+        .get();
+    assert!(
+        pulled >= pulled_before + IDS as u64,
+        "updates came from the pull: {pulled}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_tier_is_repaired_from_the_session() {
+    const IDS: usize = 20;
+    let cluster = Cluster::start(config()).await.unwrap();
+    let client = cluster.client(0).await.unwrap();
+    let mut publishers = Vec::new();
+    for i in 0..IDS {
+        publishers.push(
+            client
+                .publish(&data_id(i), vec![format!("p:{i}")])
+                .await
+                .unwrap(),
+        );
+    }
+    let data = cluster.datas[0].server().state().clone();
+    let session_id = cluster.sessions[0].server().id().clone();
+    let ids: Vec<DataInfoId> = (0..IDS)
+        .map(|i| DataInfoId::new(&data_id(i), None, None).unwrap())
+        .collect();
+    until(
+        "all publishers at the data server",
+        Duration::from_secs(10),
+        || async {
+            ids.iter()
+                .all(|id| data.store.datum(id).publishers.len() == 1)
+        },
+    )
+    .await;
+
+    // Behind the session's back: drop five publishers and plant a stray in its name.
+    let ok = || Ok::<(), ()>(());
+    for id in &ids[..5] {
+        let p = data.store.datum(id).publishers[0].clone();
+        data.store
+            .unpublish(id, &p.key, &p.session, p.conn_id, ok)
+            .unwrap();
+    }
+    let stray = Publisher {
+        data_info_id: ids[7].clone(),
+        key: PublisherKey {
+            client_id: "ghost".into(),
+            regist_id: "g1".into(),
+        },
+        data: vec!["ghost:1".into()],
+        version: 1,
+        session: session_id.clone(),
+        conn_id: 424_242,
+        registered_at_ms: 1,
+        zone: String::new(),
+        app: String::new(),
+    };
+    data.store.publish(stray, ok).unwrap();
+    assert!(ids[..5]
+        .iter()
+        .all(|id| data.store.datum(id).publishers.is_empty()));
+    assert_eq!(data.store.datum(&ids[7]).publishers.len(), 2);
+
+    until(
+        "the session restored its publishers and removed the stray",
+        Duration::from_secs(5),
+        || async {
+            ids.iter().enumerate().all(|(i, id)| {
+                let d = data.store.datum(id);
+                d.flat_data() == vec![format!("p:{i}")]
+            })
+        },
+    )
+    .await;
+}
