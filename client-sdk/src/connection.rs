@@ -160,7 +160,9 @@ async fn send(ws: &mut Ws, frame: &ClientFrame) -> Result<(), SdkError> {
 async fn connect(shared: &Shared, addr: &str) -> Result<Ws, SdkError> {
     let step = Duration::from_secs(3);
     let url = format!("ws://{addr}/ws");
-    let (mut ws, _) = tokio::time::timeout(step, tokio_tungstenite::connect_async(url))
+    // Nagle's algorithm off: requests and acks are small frames that must leave at once.
+    let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
+    let (mut ws, _) = tokio::time::timeout(step, connect)
         .await
         .map_err(|_| SdkError::Timeout)?
         .map_err(|e| SdkError::Connect(e.to_string()))?;

@@ -272,14 +272,17 @@ async fn sync(
         }
     }
     let epoch = s.membership.view().epoch;
+    let mut complete = true;
     let datums = s
         .store
         .slot_datums(req.slot, || match s.slots.phase(req.slot) {
             Phase::Ready | Phase::Retained(_) => Ok(()),
-            Phase::Syncing => Err(DataError::Migrating {
-                slot: req.slot,
-                epoch,
-            }),
+            // Copying the slot in itself: send what is here, marked incomplete, rather than make
+            // the requester wait (servers that start together would wait on each other).
+            Phase::Syncing => {
+                complete = false;
+                Ok(())
+            }
             Phase::Idle => Err(DataError::NotOwner {
                 slot: req.slot,
                 epoch,
@@ -291,6 +294,7 @@ async fn sync(
         epoch,
         slot: req.slot,
         datums,
+        complete,
     }))
 }
 

@@ -61,8 +61,8 @@ pub struct DataConfig {
     /// How long a slot that moved away is kept as a sync source, in milliseconds.
     #[arg(long, env = "REGISTRY_DATA_SLOT_RETAIN_MS", default_value_t = 60_000)]
     pub slot_retain_ms: u64,
-    /// How long a gained slot waits for a busy (itself syncing) source before it serves
-    /// what it has, in milliseconds.
+    /// How long a gained slot waits for a source that is still catching up with the new
+    /// epoch before it serves what it has, in milliseconds.
     #[arg(long, env = "REGISTRY_DATA_SYNC_TIMEOUT_MS", default_value_t = 5_000)]
     pub sync_timeout_ms: u64,
     /// Slot copies in flight at once.

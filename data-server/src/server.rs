@@ -300,38 +300,33 @@ async fn sync_slot(
     };
     let mut copied = 0usize;
     let outcome = loop {
-        let mut got = false;
-        let mut busy = false;
+        let mut complete = false;
+        let mut catching_up = false;
         for addr in &job.sources {
             let answer: Result<SyncResponse, RpcError> =
                 state.http.post(addr, "/data/v1/sync", &req).await;
             match answer {
                 Ok(resp) => {
-                    got = true;
+                    complete |= resp.complete;
                     for datum in resp.datums {
                         copied += datum.publishers.len();
                         let _ = state.store.install(datum, || Ok::<(), DataError>(()));
                     }
                 }
                 Err(e) => {
-                    let code = e.code();
-                    busy |= matches!(
-                        code,
-                        registry_common::ErrorCode::Migrating
-                            | registry_common::ErrorCode::StaleEpoch
-                    );
+                    // A source still catching up with our epoch will answer shortly.
+                    catching_up |= e.code() == registry_common::ErrorCode::StaleEpoch;
                     tracing::debug!(slot = job.slot, from = %addr, "slot copy failed: {e}");
                 }
             }
         }
-        if got {
+        if complete {
             break "copied";
         }
-        if !busy {
-            break "no_source";
-        }
-        if Instant::now() > deadline {
-            break "timed_out";
+        if !catching_up || Instant::now() > deadline {
+            // Nobody alive holds the slot completely: serve the union of what the sources
+            // had; the sessions' repair restores the rest.
+            break "partial";
         }
         tokio::select! {
             _ = backoff.wait() => {}

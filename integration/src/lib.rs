@@ -6,10 +6,14 @@
 //! - [`raw`]: a bare WebSocket client speaking the JSON protocol by hand, for bad input and
 //!   for observing every push the server sends.
 //! - [`wait`]: waiting on a condition with a deadline (never a fixed sleep).
+//! - [`proxy`]: a fault-injecting TCP proxy (cut, silence or break links by source address).
+//! - [`bench`]: `registry-bench`, the standard workload against a multi-process cluster.
 //! - [`workload`]: many publishers and recording subscribers for cluster tests.
 
+pub mod bench;
 pub mod cluster;
 pub mod node;
+pub mod proxy;
 pub mod raw;
 pub mod wait;
 pub mod workload;

@@ -9,23 +9,34 @@
 //! | GET | `/meta/v1/heartbeat?id=M` | WebSocket heartbeat of member M (leader) |
 //! | GET | `/meta/v1/status` | Raft and lease status of this node |
 //! | POST | `/meta/v1/admin/add-node`, `/remove-node` | Raft membership (`NodeRequest`) |
-//! | POST | `/meta/v1/admin/drain` | `DrainRequest`: mark data servers draining |
-//! | POST | `/meta/v1/admin/settings` | `ClusterSettings` |
-//! | GET | `/health`, `/ready`, `/metrics` | liveness, readiness, Prometheus |
+//! | POST | `/meta/v1/admin/drain[?expectEpoch=N]` | `DrainRequest`: mark data servers draining |
+//! | POST | `/meta/v1/admin/settings[?expectEpoch=N]` | `ClusterSettings` |
+//! | GET | `/health`, `/ready` | liveness, readiness |
 //!
-//! Writes on a follower answer `not_leader` with the leader's address as `redirect`.
+//! "Leader" means the serving leader ([`crate::raft::MetaRaft::serving_term`]): elsewhere,
+//! including on a leader cut off from its quorum, these answer `not_leader`, with the leader's
+//! address as `redirect` when this node knows it.
+//!
+//! Every refusal is a typed [`ApiError`]: a body or query that does not parse is `malformed`
+//! (400), one over the body limit `payload_too_large` (413), a bad value `invalid_argument`
+//! (400), an unknown member or meta node `not_found` (404), a method the path does not take
+//! `unknown_message` (400). `expectEpoch` makes an admin write conditional: applied only if the
+//! cluster is still at that epoch (checked in the state machine, in log order), otherwise
+//! `stale_epoch` (409) carrying the current epoch. A refused request changes nothing.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use registry_common::error::{ApiError, ErrorCode};
-use registry_common::member::{ClusterSettings, MemberId};
+use registry_common::member::{ClusterSettings, Member, MemberId};
 use registry_common::proto::meta::{
     LeaseConfig, MemberRequest, MetaStatus, NodeRequest, RegisterRequest, RegisterResponse,
     RenewResponse, WatchQuery,
@@ -33,15 +44,19 @@ use registry_common::proto::meta::{
 use registry_common::time::now_ms;
 use registry_rpc::server::not_found;
 use registry_rpc::{ApiJson, ErrorReply};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::MetaError;
-use crate::raft::RaftError;
+use crate::raft::Conditional;
 use crate::server::MetaState as Ctx;
 use crate::state::MetaCommand;
 
 /// Longest a watch may block.
 const MAX_WATCH: Duration = Duration::from_secs(60);
+
+/// Longest member id, address or zone, in bytes.
+const MAX_FIELD: usize = 256;
 
 pub fn router(ctx: Arc<Ctx>) -> Router {
     let max_body = ctx.config.max_body_bytes;
@@ -59,8 +74,46 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(ctx)
+}
+
+async fn method_not_allowed() -> ErrorReply {
+    ErrorReply(ApiError::new(
+        ErrorCode::UnknownMessage,
+        "this endpoint does not take this method",
+    ))
+}
+
+/// A query string decoded into `T`, or a typed `malformed` refusal (axum's own `Query`
+/// answers plain text).
+struct ApiQuery<T>(T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ErrorReply;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(q)) => Ok(ApiQuery(q)),
+            Err(rejection) => Err(ErrorReply(ApiError::new(
+                ErrorCode::Malformed,
+                rejection.body_text(),
+            ))),
+        }
+    }
+}
+
+/// `?expectEpoch=N` on admin writes.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EpochGuard {
+    /// Apply only while the cluster is at this epoch.
+    expect_epoch: Option<u64>,
 }
 
 fn lease_config(ctx: &Ctx) -> LeaseConfig {
@@ -70,30 +123,44 @@ fn lease_config(ctx: &Ctx) -> LeaseConfig {
     }
 }
 
-/// `NotLeader` with the leader's address, for requests only the leader serves.
+/// `NotLeader` (with the leader's address when known) unless this node is the serving leader.
 fn require_leader(ctx: &Ctx) -> Result<(), MetaError> {
-    let status = ctx.raft.status();
-    if status.leader_id == Some(ctx.raft.node_id()) {
-        return Ok(());
+    Ok(ctx.raft.ensure_serving_leader()?)
+}
+
+/// Checks one identifying field: present, bounded, printable, no whitespace.
+fn check_field(what: &str, value: &str, required: bool) -> Result<(), MetaError> {
+    if required && value.is_empty() {
+        return Err(MetaError::Invalid(format!("{what} is required")));
     }
-    Err(MetaError::Raft(RaftError::NotLeader {
-        leader_id: status.leader_id,
-        leader_addr: status.leader_addr,
-    }))
+    if value.len() > MAX_FIELD {
+        return Err(MetaError::Invalid(format!(
+            "{what} is longer than {MAX_FIELD} bytes"
+        )));
+    }
+    if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(MetaError::Invalid(format!(
+            "{what} contains whitespace or control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_member(m: &Member) -> Result<(), MetaError> {
+    check_field("member id", m.id.as_str(), true)?;
+    check_field("member addr", &m.addr, true)?;
+    check_field("member zone", &m.zone, false)
+}
+
+fn is_member(ctx: &Ctx, id: &MemberId) -> bool {
+    ctx.raft.with_state(|s| s.view.members.contains_key(id))
 }
 
 async fn register(
     State(ctx): State<Arc<Ctx>>,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<ApiJson<RegisterResponse>, ErrorReply> {
-    let m = &req.member;
-    if m.id.as_str().is_empty()
-        || m.id.as_str().len() > 256
-        || m.addr.is_empty()
-        || m.addr.len() > 256
-    {
-        return Err(MetaError::Invalid("member id and addr must be 1..=256 bytes".into()).into());
-    }
+    check_member(&req.member)?;
     ctx.raft
         .write(MetaCommand::Register {
             member: req.member.clone(),
@@ -103,7 +170,7 @@ async fn register(
         .map_err(MetaError::from)?;
     ctx.leases.renew(&req.member.id)?;
     Ok(ApiJson(RegisterResponse {
-        view: ctx.raft.state().view,
+        view: ctx.raft.with_state(|s| s.view.clone()),
         lease: lease_config(&ctx),
     }))
 }
@@ -115,7 +182,7 @@ async fn renew(
     require_leader(&ctx)?;
     ctx.leases.renew(&req.id)?;
     Ok(ApiJson(RenewResponse {
-        epoch: ctx.raft.state().view.epoch,
+        epoch: ctx.raft.epoch(),
     }))
 }
 
@@ -123,6 +190,10 @@ async fn deregister(
     State(ctx): State<Arc<Ctx>>,
     ApiJson(req): ApiJson<MemberRequest>,
 ) -> Result<ApiJson<RenewResponse>, ErrorReply> {
+    require_leader(&ctx)?;
+    if !is_member(&ctx, &req.id) {
+        return Err(MetaError::UnknownMember(req.id).into());
+    }
     let r = ctx
         .raft
         .write(MetaCommand::Remove {
@@ -136,31 +207,40 @@ async fn deregister(
 
 async fn view(
     State(ctx): State<Arc<Ctx>>,
-    Query(q): Query<WatchQuery>,
+    ApiQuery(q): ApiQuery<WatchQuery>,
 ) -> Result<Response, ErrorReply> {
     let wait = Duration::from_millis(q.timeout_ms).min(MAX_WATCH);
     let mut rx = ctx.raft.watch_epoch();
     let _ = tokio::time::timeout(wait, rx.wait_for(|e| *e > q.after_epoch)).await;
-    Ok(ApiJson(ctx.raft.state().view).into_response())
+    Ok(ApiJson(ctx.raft.with_state(|s| s.view.clone())).into_response())
 }
 
 #[derive(Deserialize)]
 struct HeartbeatQuery {
+    /// The member whose heartbeat this connection carries.
     id: MemberId,
 }
 
-/// A member's long-lived heartbeat connection. Every message renews its lease; the
-/// connection closing starts the grace period after which the member is removed. Closed by
-/// the server when this node stops being leader, so the member reconnects to the new one.
+/// A member's long-lived heartbeat connection. Every message renews its lease; the member
+/// closing the connection starts the grace period after which it is removed. Closed by the
+/// server when this node stops being the serving leader, so the member reconnects to the new
+/// one; such a close is not held against the member.
 async fn heartbeat(
     State(ctx): State<Arc<Ctx>>,
-    Query(q): Query<HeartbeatQuery>,
-    upgrade: WebSocketUpgrade,
+    ApiQuery(q): ApiQuery<HeartbeatQuery>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ErrorReply> {
+    let upgrade = upgrade.map_err(|rejection| {
+        ErrorReply(ApiError::new(
+            ErrorCode::Malformed,
+            format!("expected a WebSocket upgrade: {}", rejection.body_text()),
+        ))
+    })?;
     require_leader(&ctx)?;
-    if !ctx.raft.state().view.members.contains_key(&q.id) {
+    if !is_member(&ctx, &q.id) {
         return Err(MetaError::UnknownMember(q.id).into());
     }
+    let check_every = Duration::from_millis(ctx.config.raft_heartbeat_ms.max(10));
     Ok(upgrade
         .max_message_size(4096)
         .on_upgrade(move |mut socket| async move {
@@ -168,19 +248,34 @@ async fn heartbeat(
             ctx.leases.connected(&id);
             let mut leader = ctx.raft.watch_leader();
             let me = ctx.raft.node_id();
+            let mut check = tokio::time::interval(check_every);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Whether the member's side ended the connection (a crash hint) rather than us.
+            let mut by_member = false;
             loop {
                 tokio::select! {
                     msg = socket.recv() => match msg {
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                            by_member = true;
+                            break;
+                        }
                         Some(Ok(_)) => { let _ = ctx.leases.renew(&id); }
                     },
                     changed = leader.changed() => {
                         if changed.is_err() || *leader.borrow() != Some(me) { break; }
                     }
+                    _ = check.tick() => {
+                        if ctx.raft.serving_term().is_none() { break; }
+                    }
                     _ = ctx.shutdown.cancelled() => break,
                 }
             }
-            ctx.leases.disconnected(&id);
+            if by_member {
+                ctx.leases.disconnected(&id);
+            } else {
+                ctx.leases.released(&id);
+                let _ = socket.send(Message::Close(None)).await;
+            }
         }))
 }
 
@@ -196,7 +291,7 @@ async fn status(State(ctx): State<Arc<Ctx>>) -> ApiJson<MetaStatus> {
         learners: s.learners.keys().copied().collect(),
         last_log_index: s.last_log_index,
         last_applied: s.last_applied_index,
-        epoch: ctx.raft.state().view.epoch,
+        epoch: ctx.raft.epoch(),
         leases: ctx.leases.ages(),
     })
 }
@@ -213,10 +308,13 @@ async fn ready(State(ctx): State<Arc<Ctx>>) -> Response {
     }
 }
 
+/// Answer of the Raft membership endpoints: the membership after the change.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Done {
+    /// Voter ids.
     voters: Vec<u64>,
+    /// Learner ids.
     learners: Vec<u64>,
 }
 
@@ -228,19 +326,36 @@ fn done(ctx: &Ctx) -> ApiJson<Done> {
     })
 }
 
+/// Adds a meta node as a learner (waiting until it has caught up) and, with `voter`, promotes
+/// it. Repeating a request that already took effect is a no-op; naming an existing node with
+/// another address is refused.
 async fn add_node(
     State(ctx): State<Arc<Ctx>>,
     ApiJson(req): ApiJson<NodeRequest>,
 ) -> Result<ApiJson<Done>, ErrorReply> {
-    if req.addr.is_empty() {
-        return Err(MetaError::Invalid("addr is required".into()).into());
-    }
+    check_field("addr", &req.addr, true)?;
     require_leader(&ctx)?;
-    ctx.raft
-        .add_learner(req.node_id, req.addr)
-        .await
-        .map_err(MetaError::from)?;
-    if req.voter {
+    let status = ctx.raft.status();
+    let known = status
+        .voters
+        .get(&req.node_id)
+        .or_else(|| status.learners.get(&req.node_id));
+    match known {
+        Some(addr) if *addr != req.addr => {
+            return Err(MetaError::Invalid(format!(
+                "meta node {} is already in the cluster at {addr}",
+                req.node_id
+            ))
+            .into());
+        }
+        Some(_) => {}
+        None => ctx
+            .raft
+            .add_learner(req.node_id, req.addr)
+            .await
+            .map_err(MetaError::from)?,
+    }
+    if req.voter && !status.voters.contains_key(&req.node_id) {
         let mut voters: BTreeSet<u64> = ctx.raft.status().voters.keys().copied().collect();
         voters.insert(req.node_id);
         ctx.raft
@@ -251,34 +366,65 @@ async fn add_node(
     Ok(done(&ctx))
 }
 
+/// Removes a voter (it leaves the cluster; a removed leader hands over leadership) or a
+/// learner.
 async fn remove_node(
     State(ctx): State<Arc<Ctx>>,
     ApiJson(req): ApiJson<NodeRequest>,
 ) -> Result<ApiJson<Done>, ErrorReply> {
     require_leader(&ctx)?;
     let status = ctx.raft.status();
-    if !status.voters.contains_key(&req.node_id) && !status.learners.contains_key(&req.node_id) {
-        return Err(
-            MetaError::Invalid(format!("node {} is not in the cluster", req.node_id)).into(),
-        );
+    if status.voters.contains_key(&req.node_id) {
+        let mut voters: BTreeSet<u64> = status.voters.keys().copied().collect();
+        voters.remove(&req.node_id);
+        if voters.is_empty() {
+            return Err(MetaError::Invalid("cannot remove the last voter".into()).into());
+        }
+        ctx.raft
+            .change_voters(voters)
+            .await
+            .map_err(MetaError::from)?;
+    } else if status.learners.contains_key(&req.node_id) {
+        ctx.raft
+            .remove_learner(req.node_id)
+            .await
+            .map_err(MetaError::from)?;
+    } else {
+        return Err(MetaError::UnknownNode(req.node_id).into());
     }
-    let mut voters: BTreeSet<u64> = status.voters.keys().copied().collect();
-    voters.remove(&req.node_id);
-    if voters.is_empty() {
-        return Err(MetaError::Invalid("cannot remove the last voter".into()).into());
-    }
-    ctx.raft
-        .change_voters(voters)
-        .await
-        .map_err(MetaError::from)?;
     Ok(done(&ctx))
+}
+
+/// Proposes an admin command, conditional on `guard`.
+async fn admin_write(
+    ctx: &Ctx,
+    cmd: MetaCommand,
+    guard: EpochGuard,
+) -> Result<RenewResponse, MetaError> {
+    let Some(expected) = guard.expect_epoch else {
+        let r = ctx.raft.write(cmd).await?;
+        return Ok(RenewResponse { epoch: r.epoch });
+    };
+    require_leader(ctx)?;
+    // The epoch only grows: past it already, the state machine would refuse too. (Below it,
+    // this node may not have applied everything yet; the state machine decides.)
+    let current = ctx.raft.epoch();
+    if current > expected {
+        return Err(MetaError::StaleEpoch { expected, current });
+    }
+    match ctx.raft.write_if_epoch(cmd, expected).await? {
+        Conditional::Applied(r) => Ok(RenewResponse { epoch: r.epoch }),
+        Conditional::Stale { current } => Err(MetaError::StaleEpoch { expected, current }),
+    }
 }
 
 /// `POST /meta/v1/admin/drain`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DrainRequest {
+    /// Data servers to mark (every one must be a member).
     pub ids: Vec<MemberId>,
+    /// `false` takes the mark off again.
     #[serde(default = "yes")]
     pub draining: bool,
 }
@@ -289,38 +435,31 @@ fn yes() -> bool {
 
 async fn drain(
     State(ctx): State<Arc<Ctx>>,
+    ApiQuery(guard): ApiQuery<EpochGuard>,
     ApiJson(req): ApiJson<DrainRequest>,
 ) -> Result<ApiJson<RenewResponse>, ErrorReply> {
-    let state = ctx.raft.state();
-    if let Some(unknown) = req
-        .ids
-        .iter()
-        .find(|id| !state.view.members.contains_key(*id))
-    {
+    if req.ids.is_empty() {
+        return Err(MetaError::Invalid("ids must not be empty".into()).into());
+    }
+    require_leader(&ctx)?;
+    if let Some(unknown) = req.ids.iter().find(|id| !is_member(&ctx, id)) {
         return Err(MetaError::UnknownMember(unknown.clone()).into());
     }
-    let r = ctx
-        .raft
-        .write(MetaCommand::SetDraining {
-            ids: req.ids,
-            draining: req.draining,
-        })
-        .await
-        .map_err(MetaError::from)?;
-    Ok(ApiJson(RenewResponse { epoch: r.epoch }))
+    let cmd = MetaCommand::SetDraining {
+        ids: req.ids,
+        draining: req.draining,
+    };
+    Ok(ApiJson(admin_write(&ctx, cmd, guard).await?))
 }
 
 async fn settings(
     State(ctx): State<Arc<Ctx>>,
+    ApiQuery(guard): ApiQuery<EpochGuard>,
     ApiJson(settings): ApiJson<ClusterSettings>,
 ) -> Result<ApiJson<RenewResponse>, ErrorReply> {
     if settings.copies == 0 || settings.copies > 5 {
         return Err(MetaError::Invalid("copies must be 1..=5".into()).into());
     }
-    let r = ctx
-        .raft
-        .write(MetaCommand::UpdateSettings { settings })
-        .await
-        .map_err(MetaError::from)?;
-    Ok(ApiJson(RenewResponse { epoch: r.epoch }))
+    let cmd = MetaCommand::UpdateSettings { settings };
+    Ok(ApiJson(admin_write(&ctx, cmd, guard).await?))
 }

@@ -11,6 +11,12 @@ pub enum MetaError {
     Raft(#[from] RaftError),
     #[error("unknown member {0}")]
     UnknownMember(MemberId),
+    /// A meta node id that is neither a voter nor a learner.
+    #[error("unknown meta node {0}")]
+    UnknownNode(u64),
+    /// A conditional write decided on an epoch the cluster has left.
+    #[error("the epoch is {current}, not the expected {expected}")]
+    StaleEpoch { expected: u64, current: u64 },
     #[error("invalid request: {0}")]
     Invalid(String),
 }
@@ -19,7 +25,8 @@ impl MetaError {
     pub fn code(&self) -> ErrorCode {
         match self {
             MetaError::Raft(e) => e.code(),
-            MetaError::UnknownMember(_) => ErrorCode::NotFound,
+            MetaError::UnknownMember(_) | MetaError::UnknownNode(_) => ErrorCode::NotFound,
+            MetaError::StaleEpoch { .. } => ErrorCode::StaleEpoch,
             MetaError::Invalid(_) => ErrorCode::InvalidArgument,
         }
     }
@@ -33,6 +40,7 @@ impl From<MetaError> for ApiError {
                 Some(addr) => api.with_redirect(addr),
                 None => api,
             },
+            MetaError::StaleEpoch { current, .. } => api.with_epoch(*current),
             _ => api,
         }
     }

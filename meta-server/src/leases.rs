@@ -1,11 +1,19 @@
 //! Member leases, held by the leader in memory.
 //!
 //! Renewals are not Raft writes: the leader records when each member last renewed and, when a
-//! lease runs out, proposes the member's removal through Raft. A node that becomes leader
-//! gives every member a fresh lease, so a leader change never expires a member that kept
-//! renewing. A member's heartbeat connection closing is a strong hint of a crash: if the
-//! member neither reconnects nor renews within the grace period, it is removed at once
-//! instead of a lease later.
+//! lease runs out, proposes the member's removal through Raft. A member's heartbeat connection
+//! closing is a strong hint of a crash: if the member neither reconnects nor renews within the
+//! grace period, it is removed at once instead of a lease later.
+//!
+//! Leases only run while this node is the *serving* leader ([`MetaRaft::serving_term`]: the
+//! leader of its term with a valid leader lease). Whenever it starts serving (it became leader,
+//! or it got its quorum back after losing it) every lease restarts from that moment, because
+//! while it was not serving the members renewed elsewhere or were refused here: a leader
+//! change, or a leader cut off from its quorum, never expires a member that kept renewing.
+//! Connection hints carry the term they were seen in; only those of the term being served
+//! count (older ones describe connections to an earlier leadership). Heartbeat connections
+//! this node closes itself (it stopped being the serving leader, or it is stopping) are not
+//! crash hints.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,20 +28,39 @@ use crate::error::MetaError;
 use crate::raft::MetaRaft;
 use crate::state::MetaCommand;
 
-#[derive(Default)]
 struct Table {
-    /// Last renewal (or registration, or leadership takeover) per member.
+    /// Last renewal by the member itself (renew call, heartbeat message, heartbeat connect,
+    /// registration). A lease runs from this or from `serving_since`, whichever is later.
     renewed: HashMap<MemberId, Instant>,
-    /// Members whose heartbeat connection closed, and when.
-    disconnected: HashMap<MemberId, Instant>,
+    /// Members whose last heartbeat connection was closed by the member's side: when, and in
+    /// which term.
+    disconnected: HashMap<MemberId, (Instant, u64)>,
     /// Open heartbeat connections per member.
     connections: HashMap<MemberId, u32>,
+    /// When this node last began serving as leader: every lease runs from here at the
+    /// earliest.
+    serving_since: Instant,
+}
+
+impl Table {
+    /// When `id`'s current lease started.
+    fn lease_start(&self, id: &MemberId) -> Instant {
+        match self.renewed.get(id) {
+            Some(at) => (*at).max(self.serving_since),
+            None => self.serving_since,
+        }
+    }
 }
 
 pub struct Leases {
+    /// This node's Raft: the member set, leadership, and where removals are proposed.
     raft: MetaRaft,
+    /// A member not renewed for this long is removed.
     lease: Duration,
+    /// A member whose heartbeat connection closed and that has neither reconnected nor renewed
+    /// for this long is removed.
     grace: Duration,
+    /// Renewals, connection hints and the serving start.
     table: Mutex<Table>,
 }
 
@@ -43,7 +70,12 @@ impl Leases {
             raft,
             lease,
             grace,
-            table: Mutex::new(Table::default()),
+            table: Mutex::new(Table {
+                renewed: HashMap::new(),
+                disconnected: HashMap::new(),
+                connections: HashMap::new(),
+                serving_since: Instant::now(),
+            }),
         }
     }
 
@@ -51,9 +83,13 @@ impl Leases {
         *self.raft.watch_leader().borrow() == Some(self.raft.node_id())
     }
 
+    fn is_member(&self, id: &MemberId) -> bool {
+        self.raft.with_state(|s| s.view.members.contains_key(id))
+    }
+
     /// Renews `id`'s lease (on the leader).
     pub fn renew(&self, id: &MemberId) -> Result<(), MetaError> {
-        if !self.raft.state().view.members.contains_key(id) {
+        if !self.is_member(id) {
             return Err(MetaError::UnknownMember(id.clone()));
         }
         let mut t = self.table.lock();
@@ -70,54 +106,97 @@ impl Leases {
         t.renewed.insert(id.clone(), Instant::now());
     }
 
-    /// A heartbeat connection of `id` closed.
+    /// A heartbeat connection of `id` was closed by the member's side (or broke): if it was
+    /// the last one, the grace period starts.
     pub fn disconnected(&self, id: &MemberId) {
+        let term = self.raft.current_term();
         let mut t = self.table.lock();
+        if Self::close(&mut t, id) {
+            t.disconnected.insert(id.clone(), (Instant::now(), term));
+        }
+    }
+
+    /// A heartbeat connection of `id` was closed by this node (it stopped serving as leader,
+    /// or it is stopping). Says nothing about the member's health.
+    pub fn released(&self, id: &MemberId) {
+        let mut t = self.table.lock();
+        Self::close(&mut t, id);
+    }
+
+    /// Counts one connection of `id` closed; true if it was the last.
+    fn close(t: &mut Table, id: &MemberId) -> bool {
         let open = t.connections.entry(id.clone()).or_default();
         *open = open.saturating_sub(1);
         if *open == 0 {
             t.connections.remove(id);
-            t.disconnected.insert(id.clone(), Instant::now());
+            true
+        } else {
+            false
         }
     }
 
-    /// Lease ages, for status.
+    /// Whether `id` has a heartbeat connection open to this node.
+    pub fn is_connected(&self, id: &MemberId) -> bool {
+        self.table.lock().connections.contains_key(id)
+    }
+
+    /// Lease ages (time since each lease started), for status. Empty on a node that is not
+    /// the leader.
     pub fn ages(&self) -> Vec<LeaseStatus> {
         if !self.is_leader() {
             return Vec::new();
         }
+        let members: Vec<MemberId> = self
+            .raft
+            .with_state(|s| s.view.members.keys().cloned().collect());
         let now = Instant::now();
         let t = self.table.lock();
-        let mut out: Vec<LeaseStatus> = t
-            .renewed
-            .iter()
-            .map(|(id, at)| LeaseStatus {
-                id: id.clone(),
-                age_ms: now.duration_since(*at).as_millis() as u64,
+        members
+            .into_iter()
+            .map(|id| {
+                let age = now.duration_since(t.lease_start(&id));
+                LeaseStatus {
+                    id,
+                    age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
+                }
             })
-            .collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        out
+            .collect()
     }
 
     /// Members whose lease ran out or whose connection closed beyond the grace.
     fn expired(&self, now: Instant) -> Vec<(MemberId, &'static str)> {
-        let members = self.raft.state().view.members;
+        // Sorted (the member map is a BTreeMap), so `binary_search` below is valid.
+        let members: Vec<MemberId> = self
+            .raft
+            .with_state(|s| s.view.members.keys().cloned().collect());
         let mut t = self.table.lock();
-        t.renewed.retain(|id, _| members.contains_key(id));
-        t.disconnected.retain(|id, _| members.contains_key(id));
+        t.renewed.retain(|id, _| members.binary_search(id).is_ok());
+        t.disconnected
+            .retain(|id, _| members.binary_search(id).is_ok());
         let mut out = Vec::new();
-        for id in members.keys() {
-            let renewed = *t.renewed.entry(id.clone()).or_insert(now);
-            if now.duration_since(renewed) > self.lease {
-                out.push((id.clone(), "lease expired"));
-            } else if let Some(at) = t.disconnected.get(id) {
-                if *at >= renewed && now.duration_since(*at) > self.grace {
-                    out.push((id.clone(), "heartbeat connection lost"));
+        for id in members {
+            let start = t.lease_start(&id);
+            if now.duration_since(start) > self.lease {
+                out.push((id, "lease expired"));
+                continue;
+            }
+            // (A renewal or a reconnection after the close removed the hint.)
+            if let Some((at, _)) = t.disconnected.get(&id) {
+                if now.duration_since(*at) > self.grace {
+                    out.push((id, "heartbeat connection lost"));
                 }
             }
         }
         out
+    }
+
+    /// Starts every lease afresh: this node has just begun serving as leader in `term`.
+    /// Connection hints of other terms are forgotten; those of this term (seen between the
+    /// election and this call, or before a loss of quorum within it) still count.
+    fn start_serving(&self, term: u64) {
+        let mut t = self.table.lock();
+        t.serving_since = Instant::now();
+        t.disconnected.retain(|_, (_, seen)| *seen == term);
     }
 
     /// Runs the expiry loop until `shutdown`.
@@ -127,30 +206,28 @@ impl Leases {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leader_rx = self.raft.watch_leader();
-        let mut was_leader = false;
+        // Whether this loop saw this node serving at its last pass, and in which term.
+        let mut serving = false;
+        let mut term_seen: Option<u64> = None;
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
                 _ = leader_rx.changed() => {}
                 _ = shutdown.cancelled() => return,
             }
-            let leader = self.is_leader();
-            if leader && !was_leader {
-                // Fresh leases for everyone on taking over.
-                let now = Instant::now();
-                let mut t = self.table.lock();
-                t.renewed.clear();
-                t.disconnected.clear();
-                for id in self.raft.state().view.members.keys() {
-                    t.renewed.insert(id.clone(), now);
-                }
+            let Some(term) = self.raft.serving_term() else {
+                serving = false;
+                continue;
+            };
+            if !serving || term_seen != Some(term) {
+                self.start_serving(term);
+                serving = true;
+                term_seen = Some(term);
                 tracing::info!(
                     node = self.raft.node_id(),
-                    "became meta leader; leases refreshed"
+                    term,
+                    "serving as meta leader; leases restarted"
                 );
-            }
-            was_leader = leader;
-            if !leader {
                 continue;
             }
             let expired = self.expired(Instant::now());

@@ -3,7 +3,8 @@
 //! Startup binds the listener (so the advertised address has the real port), opens the Raft
 //! node on the data directory, serves, and then bootstraps: the node with the lowest id of
 //! `--peers` initialises the cluster if, and only if, its directory is pristine. A restarted
-//! node finds its vote and log on disk and rejoins without initialising again.
+//! node finds its vote and log on disk and rejoins without initialising again. A node bound
+//! to one specific address also makes its Raft connections from that address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,11 +70,14 @@ impl MetaServer {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             StartError::Other(format!("cannot create {}: {e}", config.data_dir.display()))
         })?;
+        let mut settings = config.raft_settings();
+        // Listening on one specific address: talk to peers from it too.
+        settings.local_ip = Some(local.ip()).filter(|ip| !ip.is_unspecified());
         let raft = MetaRaft::open(
             &config.data_dir,
             config.node_id,
             advertise.clone(),
-            config.raft_settings(),
+            settings,
         )
         .await
         .map_err(|e| StartError::Other(format!("cannot open the raft store: {e}")))?;

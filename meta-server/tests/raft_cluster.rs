@@ -1,7 +1,8 @@
 //! A three-node meta Raft cluster in one process, over real HTTP on 127.0.0.1: initialise,
 //! elect, write, every node applies the same state; a restarted node recovers its state from
-//! its directory; a node that missed a snapshot-and-purge catches up by snapshot; a leader
-//! restart elects a new leader. Every wait polls a condition up to a deadline.
+//! its directory; a node stopped while 1,000 entries were committed and the leader snapshotted
+//! and purged its log catches up by snapshot install; a leader restart elects a new leader.
+//! Every wait polls a condition up to a deadline.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +22,9 @@ use tokio::time::Instant;
 /// How long any one condition may take to become true.
 const DEADLINE: Duration = Duration::from_secs(10);
 
+/// Entries committed while a follower is down (one snapshot interval).
+const LAGGING_ENTRIES: usize = 1_000;
+
 fn settings() -> RaftSettings {
     RaftSettings {
         heartbeat_ms: 50,
@@ -28,6 +32,7 @@ fn settings() -> RaftSettings {
         election_timeout_max_ms: 400,
         snapshot_every_logs: 1000,
         rpc_timeout_ms: 500,
+        local_ip: None,
     }
 }
 
@@ -97,6 +102,67 @@ fn register(id: &str) -> MetaCommand {
         },
         now_ms: 1_000,
     }
+}
+
+/// A session-server registration: cheap to apply (no slot placement), so a thousand of them
+/// test the log and snapshots rather than the placement.
+fn register_session(id: &str) -> MetaCommand {
+    MetaCommand::Register {
+        member: Member {
+            id: MemberId(id.into()),
+            role: Role::Session,
+            addr: format!("{id}.example:9600"),
+            zone: String::new(),
+            registered_at_ms: 0,
+        },
+        now_ms: 1_000,
+    }
+}
+
+/// Writes every command through whichever of `running` is the leader, in concurrent batches,
+/// retrying what was refused or may not have committed (a loaded machine can delay the
+/// leader's quorum acknowledgements past its lease, or move the leadership; every command is
+/// idempotent). Returns the index of the leader that took the last batch.
+async fn write_all(nodes: &[Node], running: &[usize], cmds: Vec<MetaCommand>) -> usize {
+    let deadline = Instant::now() + 3 * DEADLINE;
+    let mut leader = running[0];
+    for chunk in cmds.chunks(100) {
+        let mut pending: Vec<MetaCommand> = chunk.to_vec();
+        while !pending.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out writing {} entries",
+                cmds.len()
+            );
+            if let Some(l) = running
+                .iter()
+                .copied()
+                .find(|i| nodes[*i].raft.status().role == RaftRole::Leader)
+            {
+                leader = l;
+            }
+            let raft = &nodes[leader].raft;
+            let results =
+                futures::future::join_all(pending.iter().map(|c| raft.write(c.clone()))).await;
+            pending = pending
+                .into_iter()
+                .zip(results)
+                .filter_map(|(cmd, res)| match res {
+                    Ok(_) => None,
+                    Err(
+                        RaftError::NotLeader { .. }
+                        | RaftError::Discarded { .. }
+                        | RaftError::Timeout,
+                    ) => Some(cmd),
+                    Err(e) => panic!("write failed: {e}"),
+                })
+                .collect();
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    leader
 }
 
 /// Polls `cond` every 20 ms until it holds; panics after `DEADLINE`.
@@ -241,25 +307,42 @@ async fn three_nodes_elect_replicate_and_recover() {
     assert_eq!(want.view.epoch, 4);
     all_apply(&nodes, &want).await;
 
-    // --- snapshot + purge on the leader while a follower is down: it catches up by snapshot.
+    // --- a follower is down while 1,000 entries are committed and the leader snapshots (by
+    // its policy, every 1,000 entries) and purges its log past everything the follower has:
+    // the follower can only catch up by installing the leader's snapshot.
+    let lagging_last = nodes[r].raft.status().last_log_index;
     nodes[r].stop().await;
-    nodes[l].raft.write(register("d5")).await.expect("write");
+    let cmds: Vec<MetaCommand> = (0..LAGGING_ENTRIES)
+        .map(|i| register_session(&format!("s{i}")))
+        .collect();
+    // (On a loaded machine the leadership may move between the two running nodes.)
+    let l = write_all(&nodes, &[l, f], cmds).await;
+    let f = 3 - l - r;
+    let epoch_after_lag = 4 + LAGGING_ENTRIES as u64;
+    // No trigger: the snapshot policy builds the snapshot, then the log is purged up to it.
+    wait_until("the leader to snapshot and purge by its policy", || {
+        let st = nodes[l].raft.status();
+        st.snapshot_index >= Some(LAGGING_ENTRIES as u64) && st.purged_index == st.snapshot_index
+    })
+    .await;
+    let purged = nodes[l].raft.status().purged_index;
+    assert!(
+        purged > lagging_last,
+        "the leader no longer holds the entries the follower needs"
+    );
+    nodes[r].restart_from_disk().await;
+    let want = nodes[l].raft.state();
+    assert_eq!(want.view.epoch, epoch_after_lag);
+    all_apply(&nodes, &want).await;
+    wait_until(
+        "the follower to report the leader's snapshot as installed",
+        || nodes[r].raft.status().snapshot_index >= purged,
+    )
+    .await;
+    // An explicit snapshot covers everything applied.
     nodes[l].raft.trigger_snapshot().await.expect("snapshot");
     let st = nodes[l].raft.status();
     assert_eq!(st.snapshot_index, st.last_applied_index);
-    wait_until("leader to purge its log up to the snapshot", || {
-        nodes[l].raft.status().purged_index == st.snapshot_index
-    })
-    .await;
-    nodes[r].restart_from_disk().await;
-    let want = nodes[l].raft.state();
-    assert_eq!(want.view.epoch, 5);
-    all_apply(&nodes, &want).await;
-    wait_until(
-        "the restarted follower to hold the leader's snapshot",
-        || nodes[r].raft.status().snapshot_index.is_some(),
-    )
-    .await;
 
     // --- the snapshot also restores a node: restart the caught-up follower once more.
     nodes[r].restart().await;
@@ -305,7 +388,7 @@ async fn three_nodes_elect_replicate_and_recover() {
     // (The rejoining node may force one more election; any agreed leader will do.)
     let l2 = agreed_leader(&nodes).await;
     let want = nodes[l2].raft.state();
-    assert_eq!(want.view.epoch, 6);
+    assert_eq!(want.view.epoch, epoch_after_lag + 1);
     all_apply(&nodes, &want).await;
 
     for n in &mut nodes {

@@ -45,7 +45,7 @@ fn log_id(term: u64, index: u64) -> openraft::type_config::alias::LogIdOf<TypeCo
 }
 
 fn register(id: &str) -> MetaRequest {
-    MetaRequest(MetaCommand::Register {
+    MetaRequest::new(MetaCommand::Register {
         member: Member {
             id: MemberId(id.into()),
             role: Role::Data,

@@ -36,7 +36,15 @@ impl IntoResponse for ErrorReply {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
+        // Routing answers (go elsewhere, retry shortly) are routine, not failures.
+        let routine = matches!(
+            self.0.code,
+            ErrorCode::NotOwner
+                | ErrorCode::Migrating
+                | ErrorCode::StaleEpoch
+                | ErrorCode::NotLeader
+        );
+        if status.is_server_error() && !routine {
             tracing::warn!(code = ?self.0.code, "request failed: {}", self.0.message);
         } else {
             tracing::debug!(code = ?self.0.code, "request refused: {}", self.0.message);
@@ -118,6 +126,12 @@ pub fn serve(
     drain: Duration,
 ) -> io::Result<ServerTask> {
     let local_addr = listener.local_addr()?;
+    // Small frames (acks, pushes, notifications) must not wait for Nagle's algorithm.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     let join = tokio::spawn(async move {
         let app = router.into_make_service_with_connect_info::<SocketAddr>();
         let graceful = std::future::IntoFuture::into_future(

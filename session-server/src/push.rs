@@ -25,6 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 use parking_lot::Mutex;
 use registry_common::id::DataInfoId;
@@ -190,14 +191,17 @@ impl Pusher {
             inflight: None,
             pending: None,
         };
-        let cached = self.cache.get(&id);
         let mut out = Vec::new();
+        let cached;
         {
             let mut subs = self.subs.lock();
             let entry = subs.entry(id.clone()).or_default();
             if entry.insert(key.clone(), sub).is_none() {
                 self.metrics.subscribers.inc();
             }
+            // Read the cache only once the subscription is in place: a datum cached after
+            // this read is delivered to it by `accept`, one cached before is offered here.
+            cached = self.cache.get(&id);
             if let (Some(p), Some(sub)) = (&cached, entry.get_mut(&key)) {
                 if let Some(o) = offer(sub, &key.1, p, &self.metrics) {
                     out.push(o);
@@ -323,8 +327,18 @@ impl Pusher {
         let newer = self.cache.get(&id).is_none_or(|p| p.version() < version);
         if newer && self.has_subscribers(&id) && !self.hold_empty(&datum) {
             let prepared = Arc::new(Prepared::new(datum));
-            self.cache.insert(id.clone(), prepared.clone());
-            self.deliver(&prepared);
+            // Compare and insert atomically: two datums of one id accepted at once must not
+            // leave the older one cached.
+            let stored = self
+                .cache
+                .entry(id.clone())
+                .and_compute_with(|cur| match cur {
+                    Some(e) if e.value().version() >= version => Op::Nop,
+                    _ => Op::Put(prepared.clone()),
+                });
+            if !matches!(stored, CompResult::Unchanged(_) | CompResult::StillNone(_)) {
+                self.deliver(&prepared);
+            }
         }
         // A fetch in flight for this id is satisfied up to `version`.
         let again = {

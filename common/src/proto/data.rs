@@ -267,4 +267,12 @@ pub struct SyncResponse {
     pub epoch: u64,
     pub slot: SlotId,
     pub datums: Vec<Datum>,
+    /// The source held the slot completely. `false`: it is itself still copying the slot in
+    /// and sent what it has so far.
+    #[serde(default = "complete_by_default")]
+    pub complete: bool,
+}
+
+fn complete_by_default() -> bool {
+    true
 }

@@ -33,6 +33,12 @@
 //! `Some(self.node_id())` exactly while this node is the leader of its term. Followers learn
 //! the leader from its messages and its address from the membership config, so
 //! `RaftError::NotLeader` and [`RaftStatus`] carry the leader's `host:port` when known.
+//!
+//! openraft does not demote a leader cut off from its quorum: it stays `Leader` of its term
+//! and only refuses new proposals once its leader lease (acknowledgements from a quorum within
+//! `election_timeout_max`) has run out. Work that is not a Raft write, such as accepting lease
+//! renewals, must not be done by such a leader either: [`MetaRaft::serving_term`] is `Some`
+//! only while this node is leader *and* its lease is valid.
 
 mod api;
 mod error;
@@ -43,12 +49,15 @@ mod store;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::{BasicNode, RaftMetrics, ReadPolicy, ServerState, SnapshotPolicy};
+use openraft::{
+    BasicNode, ChangeMembers, Instant as _, RaftMetrics, ReadPolicy, ServerState, SnapshotPolicy,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -82,6 +91,11 @@ pub struct RaftSettings {
     /// operations (write, read barrier, membership changes) wait up to
     /// `max(5 * rpc_timeout_ms, 3 * election_timeout_max_ms)`.
     pub rpc_timeout_ms: u64,
+    /// Local address the RPC client connects from (`None`: the system picks). A node listening
+    /// on one specific address talks to its peers from that address too, so peers (and
+    /// firewalls, and the fault-injecting proxies of the tests) can tell nodes apart by source.
+    #[serde(default)]
+    pub local_ip: Option<IpAddr>,
 }
 
 impl Default for RaftSettings {
@@ -92,6 +106,7 @@ impl Default for RaftSettings {
             election_timeout_max_ms: 1000,
             snapshot_every_logs: 1000,
             rpc_timeout_ms: 1000,
+            local_ip: None,
         }
     }
 }
@@ -177,6 +192,15 @@ pub struct RaftStatus {
     pub error: Option<String>,
 }
 
+/// The outcome of [`MetaRaft::write_if_epoch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Conditional {
+    /// The epoch matched and the command was applied.
+    Applied(MetaResponse),
+    /// The epoch had moved on to `current`; nothing changed.
+    Stale { current: u64 },
+}
+
 /// The handle of this meta node's Raft. Cheap to clone.
 #[derive(Clone)]
 pub struct MetaRaft {
@@ -198,6 +222,9 @@ struct Inner {
     leader_task: parking_lot::Mutex<Option<JoinHandle<()>>>,
     /// How long client-facing operations may wait.
     op_timeout: Duration,
+    /// How long a quorum acknowledgement keeps this node's leadership valid (openraft's leader
+    /// lease, `election_timeout_max`).
+    leader_lease: Duration,
     /// Turns `true` once the database file is closed. Only the stores own the database, so
     /// `shutdown` can wait for this (and a node can be reopened on the same directory in the
     /// same process).
@@ -225,9 +252,12 @@ impl MetaRaft {
         let log_store = LogStore::new(db.clone());
         let sm = StateMachineStore::new(db);
         let shared = sm.shared();
-        let network =
-            network::NetworkFactory::new(node_id, Duration::from_millis(settings.rpc_timeout_ms))
-                .map_err(|e| RaftError::Other(format!("http client: {e}")))?;
+        let network = network::NetworkFactory::new(
+            node_id,
+            Duration::from_millis(settings.rpc_timeout_ms),
+            settings.local_ip,
+        )
+        .map_err(|e| RaftError::Other(format!("http client: {e}")))?;
         let raft = openraft::Raft::new(node_id, Arc::new(config), network, log_store, sm).await?;
 
         let metrics = raft.metrics();
@@ -244,6 +274,7 @@ impl MetaRaft {
                 leader_tx,
                 leader_task: parking_lot::Mutex::new(Some(leader_task)),
                 op_timeout: settings.op_timeout(),
+                leader_lease: Duration::from_millis(settings.election_timeout_max_ms),
                 db_closed,
             }),
         })
@@ -276,7 +307,30 @@ impl MetaRaft {
     /// `Err(RaftError::NotLeader { .. })` with the leader when known. `Timeout` and
     /// `Discarded` mean the outcome is unknown.
     pub async fn write(&self, cmd: MetaCommand) -> Result<MetaResponse, RaftError> {
-        let fut = self.inner.raft.client_write(MetaRequest(cmd));
+        self.propose(MetaRequest::new(cmd)).await
+    }
+
+    /// Proposes `cmd` to be applied only if the epoch is still `epoch` when it reaches the
+    /// state machine (compare-and-set). Errors as [`Self::write`].
+    pub async fn write_if_epoch(
+        &self,
+        cmd: MetaCommand,
+        epoch: u64,
+    ) -> Result<Conditional, RaftError> {
+        let resp = self.propose(MetaRequest::if_epoch(cmd, epoch)).await?;
+        // Applied: the epoch is `epoch` (no change) or the next one (changed). Refused: the
+        // state machine answered with an epoch it did not expect and changed nothing.
+        if !resp.changed && resp.epoch != epoch {
+            Ok(Conditional::Stale {
+                current: resp.epoch,
+            })
+        } else {
+            Ok(Conditional::Applied(resp))
+        }
+    }
+
+    async fn propose(&self, req: MetaRequest) -> Result<MetaResponse, RaftError> {
+        let fut = self.inner.raft.client_write(req);
         match tokio::time::timeout(self.inner.op_timeout, fut).await {
             Err(_) => Err(RaftError::Timeout),
             Ok(Ok(resp)) => Ok(resp.data),
@@ -299,6 +353,17 @@ impl MetaRaft {
     /// A clone of the applied state.
     pub fn state(&self) -> MetaState {
         self.inner.sm.data.read().state.clone()
+    }
+
+    /// Reads the applied state in place (no clone); `f` runs under a read lock, so it must be
+    /// short and must not block.
+    pub fn with_state<R>(&self, f: impl FnOnce(&MetaState) -> R) -> R {
+        f(&self.inner.sm.data.read().state)
+    }
+
+    /// The epoch of the applied state.
+    pub fn epoch(&self) -> u64 {
+        self.inner.sm.data.read().state.view.epoch
     }
 
     /// The epoch of the applied state, updated after every apply that changes it, after every
@@ -365,6 +430,54 @@ impl MetaRaft {
         self.inner.leader_tx.subscribe()
     }
 
+    /// The term this node leads while it is the leader and a quorum has acknowledged it within
+    /// the leader lease; `None` otherwise (a follower, a candidate, or a leader cut off from its
+    /// quorum, which openraft keeps as leader but which cannot commit). Cheap: one read of the
+    /// metrics, no I/O.
+    pub fn serving_term(&self) -> Option<u64> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        if m.state != ServerState::Leader
+            || m.current_leader != Some(self.inner.id)
+            || m.running_state.is_err()
+        {
+            return None;
+        }
+        let membership = m.membership_config.membership();
+        let mut voters = membership.voter_ids();
+        let alone = voters.next() == Some(self.inner.id) && voters.next().is_none();
+        let acked = m
+            .last_quorum_acked
+            .as_ref()
+            .is_some_and(|at| at.elapsed() < self.inner.leader_lease);
+        (alone || acked).then_some(m.current_term)
+    }
+
+    /// The current term as this node knows it.
+    pub fn current_term(&self) -> u64 {
+        self.inner.raft.metrics().borrow_watched().current_term
+    }
+
+    /// `Ok` while this node is the serving leader (see [`Self::serving_term`]); otherwise
+    /// `NotLeader` with the leader it recognises, or with no leader when it is itself the
+    /// leader but has lost its quorum (so a client does not come straight back here).
+    pub fn ensure_serving_leader(&self) -> Result<(), RaftError> {
+        if self.serving_term().is_some() {
+            return Ok(());
+        }
+        let status = self.status();
+        if status.leader_id == Some(self.inner.id) {
+            return Err(RaftError::NotLeader {
+                leader_id: None,
+                leader_addr: None,
+            });
+        }
+        Err(RaftError::NotLeader {
+            leader_id: status.leader_id,
+            leader_addr: status.leader_addr,
+        })
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.inner.id
@@ -388,7 +501,21 @@ impl MetaRaft {
     /// Replaces the voter set (leader only). New voters must have been added as learners;
     /// removed voters leave the cluster. Returns once the new config is committed.
     pub async fn change_voters(&self, voters: BTreeSet<NodeId>) -> Result<(), RaftError> {
-        let fut = self.inner.raft.change_membership(voters, false);
+        self.change_membership(ChangeMembers::ReplaceAllVoters(voters))
+            .await
+    }
+
+    /// Removes a learner (a node that is not a voter) from the cluster (leader only).
+    pub async fn remove_learner(&self, id: NodeId) -> Result<(), RaftError> {
+        self.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])))
+            .await
+    }
+
+    async fn change_membership(
+        &self,
+        change: ChangeMembers<NodeId, BasicNode>,
+    ) -> Result<(), RaftError> {
+        let fut = self.inner.raft.change_membership(change, false);
         match tokio::time::timeout(self.inner.op_timeout, fut).await {
             Err(_) => Err(RaftError::Timeout),
             Ok(Ok(_)) => Ok(()),
@@ -515,7 +642,9 @@ mod tests {
         ));
         send(raft.is_pristine());
         send(raft.initialize(BTreeMap::new()));
-        send(raft.write(cmd));
+        send(raft.write(cmd.clone()));
+        send(raft.write_if_epoch(cmd, 1));
+        send(raft.remove_learner(2));
         send(raft.ensure_linearizable());
         send(raft.add_learner(2, String::new()));
         send(raft.change_voters(BTreeSet::new()));

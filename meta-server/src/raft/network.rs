@@ -7,9 +7,12 @@
 //! no route, connect timeout) or a peer whose Raft is stopped is `Unreachable` (openraft backs
 //! off at once); a request that ran out of time is `Timeout`; anything else (a 4xx/5xx answer,
 //! a body we cannot decode) is a `Network` error (repeated ones back off too).
-//! One `reqwest::Client` (one keep-alive connection pool) serves all peers.
+//! One `reqwest::Client` (one keep-alive connection pool) serves all peers; it ignores any
+//! proxy configured in the environment and, when the node listens on one specific address,
+//! connects from that address.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use openraft::errors::{
@@ -62,11 +65,20 @@ pub struct NetworkFactory {
 }
 
 impl NetworkFactory {
-    pub fn new(id: NodeId, rpc_timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// `local_ip`: the address to connect from (see [`crate::raft::RaftSettings::local_ip`]).
+    pub fn new(
+        id: NodeId,
+        rpc_timeout: Duration,
+        local_ip: Option<IpAddr>,
+    ) -> Result<Self, reqwest::Error> {
+        // Peers are reached directly: a proxy from the environment (`HTTP_PROXY`) must never
+        // sit between meta nodes.
         let client = reqwest::Client::builder()
             .connect_timeout(rpc_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
+            .no_proxy()
+            .local_address(local_ip)
             .build()?;
         Ok(Self {
             id,

@@ -177,7 +177,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         epoch: data.state.view.epoch,
                         changed: false,
                     },
-                    EntryPayload::Normal(req) => data.state.apply(&req.0),
+                    EntryPayload::Normal(req) => match req.expect_epoch {
+                        // A guarded command decided on another epoch: refused, nothing changes.
+                        // The caller tells this from a no-op by the epoch in the response.
+                        Some(expected) if expected != data.state.view.epoch => MetaResponse {
+                            epoch: data.state.view.epoch,
+                            changed: false,
+                        },
+                        _ => data.state.apply(&req.cmd),
+                    },
                     EntryPayload::Membership(membership) => {
                         data.last_membership =
                             StoredMembership::new(Some(entry.log_id), membership);

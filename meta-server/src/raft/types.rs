@@ -3,8 +3,8 @@
 //!
 //! This file owns the choice of every pluggable openraft type: node ids are `u64`, nodes are
 //! [`openraft::BasicNode`] (`addr` = the `host:port` of the meta node's HTTP server), log
-//! entries carry a [`MetaRequest`] and applying one yields a [`MetaResponse`], on the tokio
-//! runtime openraft ships with.
+//! entries carry a [`MetaRequest`] (a command and an optional epoch guard) and applying one
+//! yields a [`MetaResponse`], on the tokio runtime openraft ships with.
 
 use std::fmt;
 
@@ -15,18 +15,46 @@ use crate::state::{MetaCommand, MetaResponse};
 /// The id of a meta node in the Raft group.
 pub type NodeId = u64;
 
-/// The log payload: one [`MetaCommand`].
+/// The log payload: one [`MetaCommand`], optionally guarded by the epoch it was decided on.
 ///
-/// A newtype because openraft wants its application data to implement `Display` (for its
-/// logs), which `MetaCommand` does not. `serde(transparent)` keeps the wire and disk form the
-/// same as the command's own.
+/// On disk and on the wire it is the command's own JSON (`{"cmd": "register", ...}`) with an
+/// optional `expectEpoch` field next to the tag, so entries written before the guard existed
+/// decode unchanged. A guarded request whose `expect_epoch` is not the epoch of the state it is
+/// applied to changes nothing (see [`crate::raft::StateMachineStore`]): the check runs inside
+/// the state machine, in log order, so no other write can slip between check and change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct MetaRequest(pub MetaCommand);
+#[serde(rename_all = "camelCase")]
+pub struct MetaRequest {
+    /// The change itself.
+    #[serde(flatten)]
+    pub cmd: MetaCommand,
+    /// Apply only if the state's epoch is exactly this (compare-and-set for operators who
+    /// decided on a view of that epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_epoch: Option<u64>,
+}
+
+impl MetaRequest {
+    /// An unconditional request.
+    pub fn new(cmd: MetaCommand) -> Self {
+        Self {
+            cmd,
+            expect_epoch: None,
+        }
+    }
+
+    /// A request applied only while the epoch is `epoch`.
+    pub fn if_epoch(cmd: MetaCommand, epoch: u64) -> Self {
+        Self {
+            cmd,
+            expect_epoch: Some(epoch),
+        }
+    }
+}
 
 impl fmt::Display for MetaRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
+        match &self.cmd {
             MetaCommand::Register { member, now_ms } => {
                 write!(
                     f,
@@ -35,17 +63,21 @@ impl fmt::Display for MetaRequest {
                     member.role.as_str(),
                     member.addr,
                     now_ms
-                )
+                )?;
             }
             MetaCommand::Remove { ids, reason } => {
                 let ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
-                write!(f, "remove({ids:?}, {reason})")
+                write!(f, "remove({ids:?}, {reason})")?;
             }
             MetaCommand::SetDraining { ids, draining } => {
                 let ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
-                write!(f, "set_draining({ids:?}, {draining})")
+                write!(f, "set_draining({ids:?}, {draining})")?;
             }
-            MetaCommand::UpdateSettings { .. } => write!(f, "update_settings"),
+            MetaCommand::UpdateSettings { .. } => write!(f, "update_settings")?,
+        }
+        match self.expect_epoch {
+            Some(epoch) => write!(f, " if epoch={epoch}"),
+            None => Ok(()),
         }
     }
 }
@@ -73,3 +105,31 @@ pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, crate::state::MetaState>;
 /// The openraft node handle, with our state machine type.
 pub type Raft = openraft::Raft<TypeConfig, crate::raft::state_machine::StateMachineStore>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use registry_common::member::MemberId;
+
+    #[test]
+    fn unguarded_requests_keep_the_command_wire_form() {
+        let cmd = MetaCommand::Remove {
+            ids: vec![MemberId("d1".into())],
+            reason: "left".into(),
+        };
+        let plain = serde_json::to_value(&cmd).expect("encode");
+        let req = MetaRequest::new(cmd.clone());
+        assert_eq!(serde_json::to_value(&req).expect("encode"), plain);
+        // An entry written before the guard existed decodes as unguarded.
+        let back: MetaRequest = serde_json::from_value(plain).expect("decode");
+        assert_eq!(back, req);
+
+        let guarded = MetaRequest::if_epoch(cmd, 7);
+        let json = serde_json::to_value(&guarded).expect("encode");
+        assert_eq!(json["expectEpoch"], 7);
+        assert_eq!(json["cmd"], "remove");
+        let back: MetaRequest = serde_json::from_value(json).expect("decode");
+        assert_eq!(back, guarded);
+        assert!(guarded.to_string().ends_with("if epoch=7"));
+    }
+}

@@ -1,0 +1,303 @@
+//! The cluster under test as separate OS processes: 3 meta nodes, 3 data servers and 2
+//! session servers on loopback, from the release binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use registry_common::member::{ClusterView, Role};
+use registry_rpc::HttpClient;
+
+/// One server process.
+pub struct Proc {
+    pub role: &'static str,
+    pub name: String,
+    pub addr: String,
+    pub child: Option<Child>,
+}
+
+impl Proc {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl ProcCluster {
+    /// Keeps the directory with the server logs (for a post-mortem) and returns its path.
+    pub fn keep_logs(self) -> PathBuf {
+        let ProcCluster { _dir, .. } = self;
+        _dir.keep()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Resident memory of a process, from `/proc/<pid>/status`: (current, peak) in KiB.
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+pub struct ProcCluster {
+    pub metas: Vec<Proc>,
+    pub datas: Vec<Proc>,
+    pub sessions: Vec<Proc>,
+    /// Holds the meta nodes' data directories.
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::File::create(log)?;
+    Command::new(bin)
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))
+}
+
+/// The directory holding the server binaries: `--bin-dir`, or this binary's directory.
+pub fn bin_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(d) = given {
+        return Ok(d);
+    }
+    let exe = std::env::current_exe()?;
+    Ok(exe
+        .parent()
+        .context("this binary has no directory")?
+        .to_path_buf())
+}
+
+impl ProcCluster {
+    pub async fn start(bins: &Path, copies: usize) -> anyhow::Result<Self> {
+        for b in ["meta-server", "data-server", "session-server"] {
+            if !bins.join(b).exists() {
+                bail!(
+                    "{} not found; build the servers first: cargo build --release --bins",
+                    bins.join(b).display()
+                );
+            }
+        }
+        let dir = tempfile::tempdir()?;
+        let meta_ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_, _>>()?;
+        let meta_addrs: Vec<String> = meta_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let peers = meta_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut metas = Vec::new();
+        for (i, addr) in meta_addrs.iter().enumerate() {
+            let args = vec![
+                "--listen".into(),
+                addr.clone(),
+                "--node-id".into(),
+                (i + 1).to_string(),
+                "--peers".into(),
+                peers.clone(),
+                "--data-dir".into(),
+                dir.path()
+                    .join(format!("meta-{}", i + 1))
+                    .display()
+                    .to_string(),
+            ];
+            let child = spawn(
+                &bins.join("meta-server"),
+                &args,
+                &dir.path().join(format!("meta-{}.log", i + 1)),
+            )?;
+            metas.push(Proc {
+                role: "meta",
+                name: format!("meta-{}", i + 1),
+                addr: addr.clone(),
+                child: Some(child),
+            });
+        }
+        let meta_list = meta_addrs.join(",");
+        let http = HttpClient::new(Duration::from_secs(2));
+        // Set the replica count before data servers join, so the first table is final.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let settings = serde_json::json!({"copies": copies, "slotCount": 256, "pushEnabled": true, "clientBlacklist": []});
+            let mut done = false;
+            for a in &meta_addrs {
+                if http
+                    .post::<_, serde_json::Value>(a, "/meta/v1/admin/settings", &settings)
+                    .await
+                    .is_ok()
+                {
+                    done = true;
+                    break;
+                }
+            }
+            if done {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the meta cluster did not elect a leader within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut datas = Vec::new();
+        for i in 0..3 {
+            let port = free_port()?;
+            let addr = format!("127.0.0.1:{port}");
+            let args = vec![
+                "--listen".into(),
+                addr.clone(),
+                "--meta".into(),
+                meta_list.clone(),
+            ];
+            let child = spawn(
+                &bins.join("data-server"),
+                &args,
+                &dir.path().join(format!("data-{}.log", i + 1)),
+            )?;
+            datas.push(Proc {
+                role: "data",
+                name: format!("data-{}", i + 1),
+                addr,
+                child: Some(child),
+            });
+        }
+        let mut sessions = Vec::new();
+        for i in 0..2 {
+            let port = free_port()?;
+            let addr = format!("127.0.0.1:{port}");
+            let args = vec![
+                "--listen".into(),
+                addr.clone(),
+                "--meta".into(),
+                meta_list.clone(),
+            ];
+            let child = spawn(
+                &bins.join("session-server"),
+                &args,
+                &dir.path().join(format!("session-{}.log", i + 1)),
+            )?;
+            sessions.push(Proc {
+                role: "session",
+                name: format!("session-{}", i + 1),
+                addr,
+                child: Some(child),
+            });
+        }
+        let cluster = Self {
+            metas,
+            datas,
+            sessions,
+            _dir: dir,
+        };
+        cluster.wait_members(3, 2, Duration::from_secs(30)).await?;
+        cluster.wait_settled(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    pub fn meta_addrs(&self) -> Vec<String> {
+        self.metas.iter().map(|m| m.addr.clone()).collect()
+    }
+
+    pub fn session_addrs(&self) -> Vec<String> {
+        self.sessions.iter().map(|s| s.addr.clone()).collect()
+    }
+
+    /// The cluster view from any meta node.
+    pub async fn view(&self) -> anyhow::Result<ClusterView> {
+        let http = HttpClient::new(Duration::from_secs(2));
+        let mut last = None;
+        for a in self.meta_addrs() {
+            match http
+                .get::<ClusterView>(&a, "/meta/v1/view", Duration::from_secs(2))
+                .await
+            {
+                Ok(v) => return Ok(v),
+                Err(e) => last = Some(e),
+            }
+        }
+        bail!("no meta node answered: {last:?}")
+    }
+
+    /// Waits until the view has this many data and session members.
+    pub async fn wait_members(
+        &self,
+        datas: usize,
+        sessions: usize,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(v) = self.view().await {
+                if v.members_of(Role::Data).count() == datas
+                    && v.members_of(Role::Session).count() == sessions
+                {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("cluster did not reach {datas} data and {sessions} session members");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until no data server is copying a slot in.
+    pub async fn wait_settled(&self, within: Duration) -> anyhow::Result<()> {
+        let http = HttpClient::new(Duration::from_secs(2));
+        let deadline = Instant::now() + within;
+        loop {
+            let mut syncing = 0;
+            for d in self.datas.iter().filter(|d| d.child.is_some()) {
+                let status: serde_json::Value = http
+                    .get(&d.addr, "/data/v1/status", Duration::from_secs(2))
+                    .await?;
+                syncing += status["syncingSlots"].as_u64().unwrap_or(1);
+            }
+            if syncing == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{syncing} slots still syncing after {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every running server process.
+    pub fn procs(&self) -> impl Iterator<Item = &Proc> {
+        self.metas.iter().chain(&self.datas).chain(&self.sessions)
+    }
+}

@@ -1,0 +1,171 @@
+//! The benchmark report: a JSON document (one object per phase, with the parameters used)
+//! and the same figures as a Markdown table.
+
+use serde::Serialize;
+
+use super::params::Params;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    pub samples: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+impl Latency {
+    pub fn of(h: &hdrhistogram::Histogram<u64>) -> Self {
+        Self {
+            samples: h.len(),
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Register {
+    pub registrations: u64,
+    pub seconds: f64,
+    pub per_second: f64,
+    /// First registration to every subscriber holding all publishers of its service.
+    pub full_convergence_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Churn {
+    pub republishes: u64,
+    pub seconds: f64,
+    pub latency: Latency,
+    pub pushes_per_second: f64,
+    /// Subscribers whose last push is not the latest data, after quiescence.
+    pub stale_subscribers: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Failover {
+    pub killed: String,
+    /// Kill to every subscriber holding, for every publisher, data at least as new as
+    /// what was sent before the kill.
+    pub convergence_ms: u64,
+    /// Publishers missing from a subscriber's final view.
+    pub publishers_lost: u64,
+    pub stale_subscribers: u64,
+    /// Publish-to-push latency of changes sent during the failover phase.
+    pub latency: Latency,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProcMemory {
+    pub name: String,
+    pub role: String,
+    pub peak_rss_kib: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Footprint {
+    pub processes: Vec<ProcMemory>,
+    pub total_peak_rss_mib: f64,
+    /// Growth of the data servers' resident memory over the register phase, per publisher.
+    pub data_bytes_per_publisher: f64,
+    /// The same per stored copy, minus the payload.
+    pub data_bytes_per_copy_beyond_payload: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub params: Params,
+    pub commit: Option<String>,
+    pub register: Register,
+    pub churn: Churn,
+    pub failover: Option<Failover>,
+    pub footprint: Option<Footprint>,
+}
+
+impl Report {
+    /// Whether the run met the correctness bar: nothing lost, nothing stale.
+    pub fn correct(&self) -> bool {
+        self.churn.stale_subscribers == 0
+            && self
+                .failover
+                .as_ref()
+                .is_none_or(|f| f.publishers_lost == 0 && f.stale_subscribers == 0)
+    }
+
+    pub fn markdown(&self) -> String {
+        let p = &self.params;
+        let mut out = format!(
+            "### registry-bench {} (D={}, P={}, S={}, C={}, B={} B, Q={}/s, T={} s)\n\n| phase | figure | value |\n|---|---|---|\n",
+            p.workload, p.services, p.publishers, p.subscribers, p.clients, p.payload, p.rate, p.churn_secs
+        );
+        let r = &self.register;
+        out += &format!("| register | registrations/s | {:.0} |\n", r.per_second);
+        out += &format!(
+            "| register | full convergence | {} ms |\n",
+            r.full_convergence_ms
+        );
+        let c = &self.churn;
+        let ms = |us: u64| format!("{:.2} ms", us as f64 / 1000.0);
+        out += &format!(
+            "| churn | publish-to-push p50 | {} |\n",
+            ms(c.latency.p50_us)
+        );
+        out += &format!(
+            "| churn | publish-to-push p99 | {} |\n",
+            ms(c.latency.p99_us)
+        );
+        out += &format!(
+            "| churn | publish-to-push p999 | {} |\n",
+            ms(c.latency.p999_us)
+        );
+        out += &format!(
+            "| churn | publish-to-push max | {} |\n",
+            ms(c.latency.max_us)
+        );
+        out += &format!("| churn | pushes/s | {:.0} |\n", c.pushes_per_second);
+        out += &format!(
+            "| churn | stale subscribers after quiescence | {} |\n",
+            c.stale_subscribers
+        );
+        if let Some(f) = &self.failover {
+            out += &format!(
+                "| failover | kill -9 {} to converged | {} ms |\n",
+                f.killed, f.convergence_ms
+            );
+            out += &format!("| failover | publishers lost | {} |\n", f.publishers_lost);
+            out += &format!(
+                "| failover | stale subscribers after quiescence | {} |\n",
+                f.stale_subscribers
+            );
+            out += &format!(
+                "| failover | publish-to-push p99 during failover | {} |\n",
+                ms(f.latency.p99_us)
+            );
+        }
+        if let Some(m) = &self.footprint {
+            for proc in &m.processes {
+                out += &format!(
+                    "| footprint | peak RSS {} | {:.1} MiB |\n",
+                    proc.name,
+                    proc.peak_rss_kib as f64 / 1024.0
+                );
+            }
+            out += &format!(
+                "| footprint | all servers, peak RSS | {:.1} MiB |\n",
+                m.total_peak_rss_mib
+            );
+            out += &format!(
+                "| footprint | data-server memory per publisher | {:.0} B |\n",
+                m.data_bytes_per_publisher
+            );
+            out += &format!(
+                "| footprint | per stored copy beyond payload | {:.0} B |\n",
+                m.data_bytes_per_copy_beyond_payload
+            );
+        }
+        out
+    }
+}
