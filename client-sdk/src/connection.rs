@@ -12,11 +12,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use rand::RngExt;
 use registry_common::proto::client::{ClientFrame, ServerFrame, PROTOCOL_VERSION};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -161,7 +162,10 @@ async fn connect(shared: &Shared, addr: &str) -> Result<Ws, SdkError> {
     let step = Duration::from_secs(3);
     let url = format!("ws://{addr}/ws");
     // Nagle's algorithm off: requests and acks are small frames that must leave at once.
-    let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024);
+    let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     let (mut ws, _) = tokio::time::timeout(step, connect)
         .await
         .map_err(|_| SdkError::Timeout)?
@@ -185,7 +189,7 @@ async fn connect(shared: &Shared, addr: &str) -> Result<Ws, SdkError> {
             .await
             .map_err(|_| SdkError::Timeout)?;
         match msg {
-            Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerFrame>(t.as_str()) {
+            Some(Ok(Message::Text(t))) => match ServerFrame::decode(t.as_str()) {
                 Ok(ServerFrame::Welcome { .. }) => return Ok(ws),
                 Ok(ServerFrame::Error { error, .. }) => return Err(SdkError::Server(error)),
                 _ => continue,
@@ -281,25 +285,36 @@ async fn session_loop(
             }
             msg = ws.next() => {
                 last_rx = Instant::now();
-                match msg {
-                    Some(Ok(Message::Text(t))) => {
-                        match serde_json::from_str::<ServerFrame>(t.as_str()) {
+                // Handle this frame and every other one already received, queueing the acks,
+                // then send them with one flush.
+                let mut next = Some(msg);
+                let mut handled = 0;
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Some(Ok(Message::Text(t))) => match ServerFrame::decode(t.as_str()) {
                             Ok(frame) => {
                                 if let Some(end) = on_frame(shared, ws, pending, frame).await {
                                     return end;
                                 }
                             }
                             Err(e) => tracing::warn!("undecodable frame from session: {e}"),
+                        },
+                        Some(Ok(Message::Close(frame))) => {
+                            if let Some(f) = frame {
+                                tracing::info!(code = %f.code, reason = %f.reason, "session closed the connection");
+                            }
+                            return End::Lost;
                         }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => return End::Lost,
                     }
-                    Some(Ok(Message::Close(frame))) => {
-                        if let Some(f) = frame {
-                            tracing::info!(code = %f.code, reason = %f.reason, "session closed the connection");
-                        }
-                        return End::Lost;
+                    handled += 1;
+                    if handled < 256 {
+                        next = ws.next().now_or_never();
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => return End::Lost,
+                }
+                if ws.flush().await.is_err() {
+                    return End::Lost;
                 }
             }
             _ = ping.tick() => {
@@ -340,7 +355,9 @@ async fn on_frame(
             version,
             data,
         } => {
-            if send(ws, &ClientFrame::PushAck { push_id }).await.is_err() {
+            // Queued; the caller flushes once it has handled every frame at hand.
+            let ack = serde_json::to_string(&ClientFrame::PushAck { push_id }).unwrap_or_default();
+            if ws.feed(Message::Text(ack.into())).await.is_err() {
                 return Some(End::Lost);
             }
             let mut callback = None;

@@ -59,7 +59,6 @@ pub struct Publisher {
     /// The service this publisher belongs to.
     pub data_info_id: DataInfoId,
     /// Who published it (stable across reconnects).
-    #[serde(flatten)]
     pub key: PublisherKey,
     /// What it published: usually one address with metadata.
     pub data: Vec<String>,
@@ -137,5 +136,45 @@ impl Datum {
             .iter()
             .flat_map(|p| p.data.iter().cloned())
             .collect()
+    }
+}
+
+/// A datum as a session needs it to push: every publisher's data, flattened. What change
+/// notifications carry and sessions fetch; a fraction of the size of a full [`Datum`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushDatum {
+    pub data_info_id: DataInfoId,
+    pub version: u64,
+    /// Number of publishers (a publisher may publish no data string).
+    pub publishers: u32,
+    /// Every publisher's data strings, in publisher-key order.
+    pub data: Vec<String>,
+    /// See [`Datum::server_removal`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub server_removal: bool,
+}
+
+impl PushDatum {
+    pub fn empty(data_info_id: DataInfoId, version: u64) -> Self {
+        Self {
+            data_info_id,
+            version,
+            publishers: 0,
+            data: Vec::new(),
+            server_removal: false,
+        }
+    }
+}
+
+impl From<&Datum> for PushDatum {
+    fn from(d: &Datum) -> Self {
+        Self {
+            data_info_id: d.data_info_id.clone(),
+            version: d.version,
+            publishers: d.publishers.len() as u32,
+            data: d.flat_data(),
+            server_removal: d.server_removal,
+        }
     }
 }

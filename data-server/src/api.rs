@@ -132,10 +132,19 @@ async fn fetch(
 ) -> Result<ApiJson<FetchResponse>, ErrorReply> {
     check_batch(req.ids.len(), s.config.max_batch)?;
     let (ids, errors) = readable(&s, req.ids, req.epoch);
-    let datums = ids.iter().map(|id| s.store.datum(id)).collect();
+    let (datums, compact) = if req.compact {
+        let compact = ids
+            .iter()
+            .filter_map(|id| s.store.push_datum(id, usize::MAX))
+            .collect();
+        (Vec::new(), compact)
+    } else {
+        (ids.iter().map(|id| s.store.datum(id)).collect(), Vec::new())
+    };
     Ok(ApiJson(FetchResponse {
         epoch: s.membership.view().epoch,
         datums,
+        compact,
         errors,
     }))
 }

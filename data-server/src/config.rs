@@ -34,10 +34,10 @@ pub struct DataConfig {
     #[arg(long, env = "REGISTRY_ZONE", default_value = "default")]
     pub zone: String,
     /// Most operations kept in each dataInfoId's operation log.
-    #[arg(long, env = "REGISTRY_DATA_OPLOG_MAX_OPS", default_value_t = 32)]
+    #[arg(long, env = "REGISTRY_DATA_OPLOG_MAX_OPS", default_value_t = 8)]
     pub oplog_max_ops: usize,
     /// Oldest operation kept in an operation log, in milliseconds.
-    #[arg(long, env = "REGISTRY_DATA_OPLOG_MAX_AGE_MS", default_value_t = 60_000)]
+    #[arg(long, env = "REGISTRY_DATA_OPLOG_MAX_AGE_MS", default_value_t = 10_000)]
     pub oplog_max_age_ms: u64,
     /// How long after a session server leaves the membership its publishers are removed.
     #[arg(long, env = "REGISTRY_DATA_SESSION_GRACE_MS", default_value_t = 3_000)]
@@ -77,8 +77,8 @@ impl Default for DataConfig {
             advertise: None,
             meta: vec!["127.0.0.1:9610".into()],
             zone: "default".into(),
-            oplog_max_ops: 32,
-            oplog_max_age_ms: 60_000,
+            oplog_max_ops: 8,
+            oplog_max_age_ms: 10_000,
             session_cleanup_grace_ms: 3_000,
             inline_max_publishers: 64,
             max_batch: 10_000,

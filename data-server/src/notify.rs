@@ -146,7 +146,7 @@ async fn run_target(shared: Arc<Shared>, target: Arc<Target>) {
             let changes: Vec<Change> = taken
                 .iter()
                 .map(|(id, version)| {
-                    let datum = shared.store.small_datum(id, shared.inline_max_publishers);
+                    let datum = shared.store.push_datum(id, shared.inline_max_publishers);
                     Change {
                         data_info_id: id.clone(),
                         version: datum.as_ref().map_or(*version, |d| d.version.max(*version)),

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use registry_common::id::DataInfoId;
 use registry_common::member::MemberId;
-use registry_common::model::{Datum, Publisher, PublisherKey};
+use registry_common::model::{Datum, Publisher, PublisherKey, PushDatum};
 use registry_common::proto::data::{OpRecord, PublisherDigest, ReplicatedOp};
 use registry_common::slot::{slot_of, SlotId};
 use registry_common::version::VersionClock;
@@ -36,8 +36,8 @@ pub struct LogLimits {
 impl Default for LogLimits {
     fn default() -> Self {
         Self {
-            max_ops: 32,
-            max_age: Duration::from_secs(60),
+            max_ops: 8,
+            max_age: Duration::from_secs(10),
         }
     }
 }
@@ -273,13 +273,24 @@ impl Store {
         }
     }
 
-    /// The datum of `id` if it has at most `max_publishers` publishers.
-    pub fn small_datum(&self, id: &DataInfoId, max_publishers: usize) -> Option<Datum> {
+    /// What subscribers of `id` receive (empty at version 0 if never published), if it has at
+    /// most `max_publishers` publishers.
+    pub fn push_datum(&self, id: &DataInfoId, max_publishers: usize) -> Option<PushDatum> {
         let shard = self.shard(id).lock();
         match shard.datums.get(id) {
-            Some(state) if state.publishers.len() <= max_publishers => Some(state.to_datum(id)),
+            Some(state) if state.publishers.len() <= max_publishers => Some(PushDatum {
+                data_info_id: id.clone(),
+                version: state.version,
+                publishers: state.publishers.len() as u32,
+                data: state
+                    .publishers
+                    .values()
+                    .flat_map(|p| p.data.iter().cloned())
+                    .collect(),
+                server_removal: state.server_removal,
+            }),
             Some(_) => None,
-            None => Some(Datum::empty(id.clone(), 0)),
+            None => Some(PushDatum::empty(id.clone(), 0)),
         }
     }
 

@@ -22,6 +22,9 @@ use serde::Serialize;
 
 use crate::server::SessionState;
 
+/// Read and write buffer of each client WebSocket.
+const WS_BUFFER_BYTES: usize = 16 * 1024;
+
 pub fn router(state: Arc<SessionState>) -> Router {
     Router::new()
         .route("/ws", get(ws))
@@ -44,6 +47,9 @@ async fn ws(
     upgrade
         .max_message_size(max)
         .max_frame_size(max)
+        // Per-connection buffers: thousands of connections must not cost 256 KiB each.
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(WS_BUFFER_BYTES)
         .on_upgrade(move |socket| crate::conn::serve(socket, remote, s))
 }
 

@@ -22,8 +22,11 @@ use crate::error::SessionError;
 use crate::registry::{Conn, Hello, Registration};
 use crate::server::SessionState;
 
-/// How long one frame may take to write before the client is considered stuck.
+/// How long one write may take before the client is considered stuck.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most frames written with one flush.
+const MAX_WRITE_BATCH: usize = 256;
 
 /// Serves one upgraded WebSocket until it closes.
 pub async fn serve(socket: WebSocket, remote: SocketAddr, ctx: Arc<SessionState>) {
@@ -104,7 +107,24 @@ async fn write_loop(
             frame = rx.recv() => {
                 let Some(frame) = frame else { break };
                 conn.outbox.taken();
-                let sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(frame.into()))).await;
+                // Everything already queued goes out with one flush (one write, mostly).
+                let mut batch = vec![frame];
+                while batch.len() < MAX_WRITE_BATCH {
+                    match rx.try_recv() {
+                        Ok(f) => {
+                            conn.outbox.taken();
+                            batch.push(f);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let write = async {
+                    for f in batch {
+                        sink.feed(Message::Text(f.into())).await?;
+                    }
+                    sink.flush().await
+                };
+                let sent = tokio::time::timeout(WRITE_TIMEOUT, write).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     conn.outbox.close_signal().close(1008, "write timed out");
                     break;

@@ -30,7 +30,7 @@ use moka::sync::Cache;
 use parking_lot::Mutex;
 use registry_common::id::DataInfoId;
 use registry_common::member::{ClusterView, Role};
-use registry_common::model::Datum;
+use registry_common::model::PushDatum;
 use registry_common::proto::data::{Change, FetchRequest, FetchResponse};
 use registry_rpc::backoff::Backoff;
 use registry_rpc::membership::Membership;
@@ -44,7 +44,7 @@ use crate::registry::{Conn, ConnId};
 /// A datum with its push payload serialised once for every subscriber.
 #[derive(Debug)]
 pub struct Prepared {
-    pub datum: Datum,
+    pub datum: PushDatum,
     /// JSON of the dataInfoId string.
     id_json: String,
     /// JSON array of every publisher's data strings.
@@ -52,9 +52,9 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn new(datum: Datum) -> Self {
+    pub fn new(datum: PushDatum) -> Self {
         let id_json = serde_json::to_string(datum.data_info_id.as_str()).unwrap_or_default();
-        let data_json = serde_json::to_string(&datum.flat_data()).unwrap_or_else(|_| "[]".into());
+        let data_json = serde_json::to_string(&datum.data).unwrap_or_else(|_| "[]".into());
         Self {
             datum,
             id_json,
@@ -274,14 +274,11 @@ impl Pusher {
 
     /// Whether to hold back `datum`: it was emptied by a server-side event while subscribers
     /// hold publishers, and the protection window has not run out yet.
-    fn hold_empty(self: &Arc<Self>, datum: &Datum) -> bool {
+    fn hold_empty(self: &Arc<Self>, datum: &PushDatum) -> bool {
         let id = &datum.data_info_id;
-        let emptied = datum.publishers.is_empty()
+        let emptied = datum.publishers == 0
             && datum.server_removal
-            && self
-                .cache
-                .get(id)
-                .is_some_and(|p| !p.datum.publishers.is_empty());
+            && self.cache.get(id).is_some_and(|p| p.datum.publishers > 0);
         let mut held = self.held_empty.lock();
         if !emptied {
             held.remove(id);
@@ -321,7 +318,7 @@ impl Pusher {
     }
 
     /// A datum learnt from a data server (notification, fetch or reconciliation).
-    pub fn accept(self: &Arc<Self>, datum: Datum) {
+    pub fn accept(self: &Arc<Self>, datum: PushDatum) {
         let id = datum.data_info_id.clone();
         let version = datum.version;
         let newer = self.cache.get(&id).is_none_or(|p| p.version() < version);
@@ -636,13 +633,14 @@ async fn run_fetch_lane(pusher: Arc<Pusher>, lane: Arc<FetchLane>) {
             let req = FetchRequest {
                 epoch: view.epoch,
                 ids: ids.clone(),
+                compact: true,
             };
             pusher.metrics.fetches.inc_by(ids.len() as u64);
             let answer: Result<FetchResponse, RpcError> =
                 pusher.http.post(&lane.addr, "/data/v1/fetch", &req).await;
             let retry: Vec<DataInfoId> = match answer {
                 Ok(resp) => {
-                    for datum in resp.datums {
+                    for datum in resp.compact {
                         pusher.accept(datum);
                     }
                     resp.errors.into_iter().map(|e| e.data_info_id).collect()

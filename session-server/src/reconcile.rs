@@ -204,6 +204,7 @@ pub async fn pull_versions(state: &Arc<SessionState>, view: &ClusterView) -> usi
                 let req = FetchRequest {
                     epoch: view.epoch,
                     ids: chunk.to_vec(),
+                    compact: false,
                 };
                 let addr = addr.clone();
                 async move {

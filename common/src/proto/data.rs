@@ -13,19 +13,18 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::id::DataInfoId;
 use crate::member::MemberId;
-use crate::model::{Datum, Publisher, PublisherKey};
+use crate::model::{Datum, Publisher, PublisherKey, PushDatum};
 use crate::slot::SlotId;
 
 /// One write, addressed to the primary of the dataInfoId's slot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", rename_all_fields = "camelCase")]
+#[serde(rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum WriteOp {
     /// Adds or replaces a publisher (if it supersedes the one held).
     Publish { publisher: Publisher },
     /// Removes a publisher if it still belongs to that session connection.
     Unpublish {
         data_info_id: DataInfoId,
-        #[serde(flatten)]
         key: PublisherKey,
         session: MemberId,
         conn_id: u64,
@@ -89,6 +88,9 @@ pub struct WriteResponse {
 pub struct FetchRequest {
     pub epoch: u64,
     pub ids: Vec<DataInfoId>,
+    /// Answer with [`PushDatum`]s in `compact` instead of full datums.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compact: bool,
 }
 
 /// A per-dataInfoId refusal inside a batched answer.
@@ -105,7 +107,11 @@ pub struct IdError {
 #[serde(rename_all = "camelCase")]
 pub struct FetchResponse {
     pub epoch: u64,
+    #[serde(default)]
     pub datums: Vec<Datum>,
+    /// The answer to a compact fetch.
+    #[serde(default)]
+    pub compact: Vec<PushDatum>,
     #[serde(default)]
     pub errors: Vec<IdError>,
 }
@@ -136,7 +142,7 @@ pub struct Change {
     pub data_info_id: DataInfoId,
     pub version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub datum: Option<Datum>,
+    pub datum: Option<PushDatum>,
 }
 
 /// `POST /session/v1/changes`: a batch of change notifications from one data server.
@@ -165,7 +171,6 @@ pub struct SessionPublishersRequest {
 #[serde(rename_all = "camelCase")]
 pub struct PublisherDigest {
     pub data_info_id: DataInfoId,
-    #[serde(flatten)]
     pub key: PublisherKey,
     pub conn_id: u64,
     pub version: u64,
@@ -190,17 +195,12 @@ pub struct OpRecord {
     pub version: u64,
     /// Datum version just before it; a replica whose version differs has a gap.
     pub prev_version: u64,
-    #[serde(flatten)]
     pub op: ReplicatedOp,
 }
 
 /// What a replicated op does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(
-    tag = "kind",
-    rename_all = "snake_case",
-    rename_all_fields = "camelCase"
-)]
+#[serde(rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum ReplicatedOp {
     Put { publisher: Arc<Publisher> },
     Remove { key: PublisherKey },

@@ -296,6 +296,48 @@ impl ProcCluster {
         }
     }
 
+    /// Counters of interest from every running data and session server's `/metrics`
+    /// (name with labels -> value), for the report's diagnostics.
+    pub async fn counters(&self) -> Vec<(String, Vec<(String, f64)>)> {
+        const KEEP: &[&str] = &[
+            "registry_session_repaired_total",
+            "registry_session_pushes_total",
+            "registry_session_pushes_merged_total",
+            "registry_session_closed_total",
+            "registry_session_unknown_acks_total",
+            "registry_session_empty_protection_total",
+            "registry_session_forwarded_total",
+            "registry_data_notify_failures_total",
+            "registry_data_replication_failures_total",
+            "registry_data_slot_syncs_total",
+        ];
+        let http = reqwest::Client::new();
+        let mut out = Vec::new();
+        for p in self
+            .datas
+            .iter()
+            .chain(&self.sessions)
+            .filter(|p| p.child.is_some())
+        {
+            let Ok(resp) = http.get(format!("http://{}/metrics", p.addr)).send().await else {
+                continue;
+            };
+            let Ok(text) = resp.text().await else {
+                continue;
+            };
+            let values = text
+                .lines()
+                .filter(|l| KEEP.iter().any(|k| l.starts_with(k)))
+                .filter_map(|l| {
+                    let (name, value) = l.rsplit_once(' ')?;
+                    Some((name.to_string(), value.parse().ok()?))
+                })
+                .collect();
+            out.push((p.name.clone(), values));
+        }
+        out
+    }
+
     /// Every running server process.
     pub fn procs(&self) -> impl Iterator<Item = &Proc> {
         self.metas.iter().chain(&self.datas).chain(&self.sessions)

@@ -452,6 +452,11 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     let pushes = tracker.pushes.load(Ordering::Relaxed) - pushes_before;
     let (stale, _) = quiesce(&tracker, &pubs, s).await;
     tracker.phase.store(PHASE_NONE, Ordering::Relaxed);
+    if let Some(cl) = &cluster {
+        for (name, counters) in cl.counters().await {
+            progress("churn", format!("{name}: {counters:?}"));
+        }
+    }
     let churn_report = Churn {
         republishes: sent,
         seconds: churn_secs,
