@@ -343,3 +343,122 @@ impl ProcCluster {
         self.metas.iter().chain(&self.datas).chain(&self.sessions)
     }
 }
+
+/// Cumulative buckets of one Prometheus histogram: `(upper bound, count)` pairs in ascending
+/// order of bound, `+Inf` (as `f64::INFINITY`) last.
+pub type Buckets = Vec<(f64, u64)>;
+
+/// The buckets of histogram `name` in one `/metrics` text (lines `name_bucket{le="..."} n`);
+/// lines that do not parse are skipped.
+pub fn parse_buckets(text: &str, name: &str) -> Buckets {
+    let prefix = format!("{name}_bucket{{");
+    let mut out: Buckets = text
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            let (labels, value) = l.rsplit_once(' ')?;
+            let le = labels.split("le=\"").nth(1)?.split('"').next()?;
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((bound, value.parse::<f64>().ok()? as u64))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// Bucket-wise sum of histograms with the same bounds (a missing side counts as empty).
+pub fn add_buckets(a: &Buckets, b: &Buckets) -> Buckets {
+    if a.is_empty() {
+        return b.clone();
+    }
+    a.iter()
+        .map(|(le, n)| {
+            let other = b.iter().find(|(l, _)| l == le).map_or(0, |(_, m)| *m);
+            (*le, n + other)
+        })
+        .collect()
+}
+
+/// Bucket-wise `after - before`: the observations made between two scrapes.
+pub fn sub_buckets(after: &Buckets, before: &Buckets) -> Buckets {
+    after
+        .iter()
+        .map(|(le, n)| {
+            let old = before.iter().find(|(l, _)| l == le).map_or(0, |(_, m)| *m);
+            (*le, n.saturating_sub(old))
+        })
+        .collect()
+}
+
+/// Estimate of quantile `q` from cumulative buckets, as Prometheus' `histogram_quantile`
+/// does it: linear interpolation inside the bucket holding the rank (the last finite bound
+/// if it falls in `+Inf`). Returns the estimate and the bounds of that bucket, or `None`
+/// without observations.
+pub fn quantile(buckets: &Buckets, q: f64) -> Option<(f64, f64, f64)> {
+    let total = buckets.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut lower = (0.0, 0u64);
+    for &(le, n) in buckets {
+        if n as f64 >= rank {
+            if le.is_infinite() {
+                return Some((lower.0, lower.0, le));
+            }
+            let inside = (n - lower.1) as f64;
+            let frac = if inside > 0.0 {
+                (rank - lower.1 as f64) / inside
+            } else {
+                1.0
+            };
+            return Some((lower.0 + (le - lower.0) * frac, lower.0, le));
+        }
+        lower = (le, n);
+    }
+    None
+}
+
+impl ProcCluster {
+    /// Histogram `name` summed over every running data server's `/metrics`.
+    pub async fn data_histogram(&self, name: &str) -> Buckets {
+        let http = reqwest::Client::new();
+        let mut sum = Buckets::new();
+        for p in self.datas.iter().filter(|p| p.child.is_some()) {
+            let Ok(resp) = http.get(format!("http://{}/metrics", p.addr)).send().await else {
+                continue;
+            };
+            let Ok(text) = resp.text().await else {
+                continue;
+            };
+            sum = add_buckets(&sum, &parse_buckets(&text, name));
+        }
+        sum
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_parse_subtract_and_give_quantiles() {
+        let text = "# TYPE h histogram\nh_bucket{le=\"0.001\"} 90\nh_bucket{le=\"0.01\"} 99\nh_bucket{le=\"+Inf\"} 100\nh_sum 0.2\nh_count 100\n";
+        let b = parse_buckets(text, "h");
+        assert_eq!(b, vec![(0.001, 90), (0.01, 99), (f64::INFINITY, 100)]);
+        let (p50, lo, hi) = quantile(&b, 0.5).unwrap();
+        assert!((p50 - 0.5 * 0.001 * 100.0 / 90.0).abs() < 1e-9 && lo == 0.0 && hi == 0.001);
+        let (p99, lo, hi) = quantile(&b, 0.99).unwrap();
+        assert!((p99 - 0.01).abs() < 1e-9 && lo == 0.001 && hi == 0.01);
+        assert_eq!(quantile(&b, 0.999).map(|q| q.0), Some(0.01));
+        let d = sub_buckets(&b, &vec![(0.001, 80), (0.01, 80), (f64::INFINITY, 80)]);
+        assert_eq!(d, vec![(0.001, 10), (0.01, 19), (f64::INFINITY, 20)]);
+        assert_eq!(add_buckets(&Vec::new(), &d), d);
+        assert!(quantile(&Vec::new(), 0.5).is_none());
+        assert!(parse_buckets("h_bucket{le=\"x\"} 1\ngarbage", "h").is_empty());
+    }
+}

@@ -43,6 +43,42 @@ pub struct Churn {
     pub pushes_per_second: f64,
     /// Subscribers whose last push is not the latest data, after quiescence.
     pub stale_subscribers: u64,
+    /// Primary-to-replica lag observed by the data servers during the phase (`None` when
+    /// the cluster was not started by the tool).
+    pub replication_lag: Option<ReplicationLag>,
+}
+
+/// Replication lag over one phase, from the data servers' histogram
+/// `registry_data_replication_lag_seconds` (difference of two scrapes, summed over the
+/// servers). Quantiles are interpolated inside a bucket, so each comes with its bucket.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplicationLag {
+    pub samples: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// Bounds (ms) of the bucket each quantile fell in: p50, p99, p999.
+    pub buckets_ms: [(f64, f64); 3],
+    /// Cumulative count per upper bound (ms; `inf` last).
+    pub histogram: Vec<(f64, u64)>,
+}
+
+impl ReplicationLag {
+    pub fn of(buckets: &super::launch::Buckets) -> Option<Self> {
+        use super::launch::quantile;
+        let ms = |(v, lo, hi): (f64, f64, f64)| (v * 1e3, (lo * 1e3, hi * 1e3));
+        let (p50, b50) = ms(quantile(buckets, 0.5)?);
+        let (p99, b99) = ms(quantile(buckets, 0.99)?);
+        let (p999, b999) = ms(quantile(buckets, 0.999)?);
+        Some(Self {
+            samples: buckets.last().map_or(0, |b| b.1),
+            p50_ms: p50,
+            p99_ms: p99,
+            p999_ms: p999,
+            buckets_ms: [b50, b99, b999],
+            histogram: buckets.iter().map(|(le, n)| (le * 1e3, *n)).collect(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -130,6 +166,18 @@ impl Report {
             "| churn | stale subscribers after quiescence | {} |\n",
             c.stale_subscribers
         );
+        if let Some(l) = &c.replication_lag {
+            for (name, v, (lo, hi)) in [
+                ("p50", l.p50_ms, l.buckets_ms[0]),
+                ("p99", l.p99_ms, l.buckets_ms[1]),
+                ("p999", l.p999_ms, l.buckets_ms[2]),
+            ] {
+                out += &format!(
+                    "| churn | replication lag {name} ({} samples) | {v:.2} ms (bucket {lo}-{hi} ms) |\n",
+                    l.samples
+                );
+            }
+        }
         if let Some(f) = &self.failover {
             out += &format!(
                 "| failover | kill -9 {} to converged | {} ms |\n",

@@ -31,10 +31,15 @@ use registry_common::slot::{slot_of, DEFAULT_SLOT_COUNT};
 use registry_common::time::now_us;
 use registry_common::DataInfoId;
 
-use super::launch::{bin_dir, rss_kib, ProcCluster};
+use super::launch::{bin_dir, rss_kib, sub_buckets, ProcCluster};
 use super::params::{Args, Params};
 use super::payload::{decode, encode};
-use super::report::{Churn, Failover, Footprint, Latency, ProcMemory, Register, Report};
+use super::report::{
+    Churn, Failover, Footprint, Latency, ProcMemory, Register, ReplicationLag, Report,
+};
+
+/// The data servers' histogram of primary-to-replica lag.
+const REPLICATION_LAG: &str = "registry_data_replication_lag_seconds";
 
 /// Which histogram latencies go to.
 const PHASE_NONE: u8 = 0;
@@ -444,6 +449,10 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             params.rate, params.churn_secs
         ),
     );
+    let lag_before = match &cluster {
+        Some(cl) => Some(cl.data_histogram(REPLICATION_LAG).await),
+        None => None,
+    };
     tracker.phase.store(PHASE_CHURN, Ordering::Relaxed);
     let pushes_before = tracker.pushes.load(Ordering::Relaxed);
     let t0 = Instant::now();
@@ -452,6 +461,13 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     let pushes = tracker.pushes.load(Ordering::Relaxed) - pushes_before;
     let (stale, _) = quiesce(&tracker, &pubs, s).await;
     tracker.phase.store(PHASE_NONE, Ordering::Relaxed);
+    let replication_lag = match (&cluster, &lag_before) {
+        (Some(cl), Some(before)) => ReplicationLag::of(&sub_buckets(
+            &cl.data_histogram(REPLICATION_LAG).await,
+            before,
+        )),
+        _ => None,
+    };
     if let Some(cl) = &cluster {
         for (name, counters) in cl.counters().await {
             progress("churn", format!("{name}: {counters:?}"));
@@ -463,6 +479,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         latency: Latency::of(&tracker.churn.lock()),
         pushes_per_second: pushes as f64 / churn_secs,
         stale_subscribers: stale,
+        replication_lag,
     };
     progress("churn", format!("{churn_report:?}"));
 

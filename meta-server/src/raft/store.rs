@@ -74,11 +74,19 @@ impl Drop for ClosedSignal {
     }
 }
 
+/// Page cache of the database.
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Opens (creating if needed) the database under `dir`, and makes sure both tables exist so
 /// that read transactions never meet a missing table.
 pub fn open_db(dir: &Path) -> io::Result<Arc<Db>> {
     std::fs::create_dir_all(dir)?;
-    let db = Database::create(dir.join(DB_FILE)).map_err(io::Error::other)?;
+    // The meta state is small (members, slot table, a log purged at every snapshot): a few
+    // MiB of page cache hold all of it, where redb's default would let it grow to 1 GiB.
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(dir.join(DB_FILE))
+        .map_err(io::Error::other)?;
     let txn = begin_write(&db)?;
     txn.open_table(LOG).map_err(io::Error::other)?;
     txn.open_table(META).map_err(io::Error::other)?;
