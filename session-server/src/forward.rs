@@ -91,21 +91,43 @@ impl Forwarder {
 
     /// Queues ops for delivery.
     pub fn submit(&self, ops: Vec<WriteOp>) {
+        self.enqueue(ops, false);
+    }
+
+    /// Queues repair ops, built from a snapshot of the session's publishers: an op whose
+    /// publisher already has an op queued or in flight is dropped, since that op came from a
+    /// later change and must not be superseded by the snapshot's older state.
+    /// Returns how many publishes and unpublishes were queued.
+    pub fn submit_repair(&self, ops: Vec<WriteOp>) -> (usize, usize) {
+        self.enqueue(ops, true)
+    }
+
+    fn enqueue(&self, ops: Vec<WriteOp>, only_idle: bool) -> (usize, usize) {
         if ops.is_empty() {
-            return;
+            return (0, 0);
         }
         let view = self.shared.membership.view();
         let mut queued = Vec::with_capacity(ops.len());
         {
             let mut latest = self.shared.latest.lock();
             for op in ops {
+                let key = key_of(&op);
+                if only_idle && latest.contains_key(&key) {
+                    continue;
+                }
                 let seq = self.shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
-                latest.insert(key_of(&op), seq);
+                latest.insert(key, seq);
                 queued.push(Queued { seq, op });
             }
             self.shared.metrics.forward_pending.set(latest.len() as i64);
         }
+        let publishes = queued
+            .iter()
+            .filter(|q| matches!(q.op, WriteOp::Publish { .. }))
+            .count();
+        let counts = (publishes, queued.len() - publishes);
         route(&self.shared, &view, queued);
+        counts
     }
 
     /// Re-routes ops of lanes whose data server left, and parked ops, by `view`.

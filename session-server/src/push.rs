@@ -44,6 +44,7 @@ use crate::registry::{Conn, ConnId};
 /// A datum with its push payload serialised once for every subscriber.
 #[derive(Debug)]
 pub struct Prepared {
+    /// Version, publisher count and flags of the datum (its data lives in `data_json`).
     pub datum: PushDatum,
     /// JSON of the dataInfoId string.
     id_json: String,
@@ -52,9 +53,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn new(datum: PushDatum) -> Self {
+    pub fn new(mut datum: PushDatum) -> Self {
         let id_json = serde_json::to_string(datum.data_info_id.as_str()).unwrap_or_default();
         let data_json = serde_json::to_string(&datum.data).unwrap_or_else(|_| "[]".into());
+        // Only the serialised form is pushed; the strings themselves need not stay cached.
+        datum.data = Vec::new();
         Self {
             datum,
             id_json,

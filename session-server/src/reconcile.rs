@@ -166,6 +166,8 @@ pub async fn repair(
         }
         out.covered.extend(covered);
     }
+    // Publishers with a write already on its way are left to it (it carries a later state).
+    (out.republished, out.removed) = state.forwarder.submit_repair(ops);
     if out.republished + out.removed > 0 {
         tracing::info!(
             republished = out.republished,
@@ -184,7 +186,6 @@ pub async fn repair(
             .with_label_values(&["removed"])
             .inc_by(out.removed as u64);
     }
-    state.forwarder.submit(ops);
     out
 }
 

@@ -33,7 +33,7 @@ async fn killed_data_server_process_is_removed_within_two_seconds() {
         .map(|m| m.id)
         .collect();
 
-    let mut child = tokio::process::Command::new(workspace_binary("data-server"))
+    let mut child = tokio::process::Command::new(workspace_binary("data-server", "data-server"))
         .args([
             "--listen",
             "127.0.0.1:0",

@@ -381,21 +381,51 @@ pub fn fake_session(id: &str) -> Member {
     }
 }
 
-/// Path of a binary of this workspace, next to the test executable's directory
-/// (`target/<profile>/deps/<test>` -> `target/<profile>/<name>`). `cargo test --workspace`
-/// builds every binary first; otherwise fail with how to build it.
-pub fn workspace_binary(name: &str) -> PathBuf {
+/// Path of a binary of another crate of this workspace (`target/<profile>/<name>`, next to
+/// the directory of the test executable `target/<profile>/deps/<test>`).
+///
+/// `cargo test` builds the binaries of the package under test only, so a binary of another
+/// package is built here, once per test process, with the cargo that runs the tests.
+pub fn workspace_binary(package: &str, name: &str) -> PathBuf {
+    /// Binaries this process has built already.
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("the test executable's path");
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
+        .expect("target/<profile>")
+        .to_path_buf();
     let path = dir.join(name);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|b| b == name) {
+        return path;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut build = std::process::Command::new(cargo);
+    build
+        .args(["build", "--quiet", "--package", package, "--bin", name])
+        .arg("--manifest-path")
+        .arg(&manifest);
+    match dir.file_name().and_then(|p| p.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            build.arg("--release");
+        }
+        Some(profile) => {
+            build.args(["--profile", profile]);
+        }
+    }
+    // The target directory is the one the tests were built in, wherever it is.
+    if let Some(target) = dir.parent() {
+        build.env("CARGO_TARGET_DIR", target);
+    }
+    let status = build.status();
     assert!(
-        path.is_file(),
-        "{} is missing: build it first (`cargo build --workspace`; `cargo test --workspace` \
-         builds every binary before the tests)",
+        matches!(status, Ok(s) if s.success()) && path.is_file(),
+        "building {} failed ({status:?}): try `cargo build --package {package} --bin {name}`",
         path.display()
     );
+    built.push(name.to_string());
     path
 }

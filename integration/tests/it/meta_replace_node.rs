@@ -17,7 +17,7 @@ use integration::wait::until;
 async fn registryctl(args: &[&str]) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     let out: Output = loop {
-        let out = tokio::process::Command::new(workspace_binary("registryctl"))
+        let out = tokio::process::Command::new(workspace_binary("registry-cli", "registryctl"))
             .arg("meta")
             .args(args)
             .env("RUST_LOG", "warn")

@@ -125,6 +125,11 @@ impl RaftSettings {
             install_snapshot_timeout: self.rpc_timeout_ms,
             snapshot_policy,
             max_in_snapshot_log_to_keep: 0,
+            // Membership changes are rare: queues sized for a busy key-value store would
+            // only cost memory here.
+            api_channel_size: Some(1024),
+            api_batch_capacity: 64,
+            notification_channel_size: Some(1024),
             ..Default::default()
         };
         config
