@@ -101,7 +101,7 @@ pub(crate) struct SubReg {
     pub opts: RegistrationOptions,
     /// Version of the newest datum delivered; older pushes are dropped.
     pub last_version: Option<u64>,
-    pub last: Option<DatumUpdate>,
+    pub last: Option<Arc<DatumUpdate>>,
     pub queue: Arc<UpdateQueue>,
     pub callback: Option<Callback>,
 }
@@ -407,7 +407,7 @@ impl Subscriber {
             .lock()
             .subs
             .get(&self.regist_id)
-            .and_then(|s| s.last.clone())
+            .and_then(|s| s.last.as_deref().cloned())
     }
 
     /// Ends the subscription.

@@ -27,6 +27,11 @@ use crate::updates::DatumUpdate;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Bytes read from the socket at a time. The WebSocket codec zeroes this much before every
+/// read, so it is sized for a few pushes rather than for the largest frame (which still
+/// arrives whole, over several reads).
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 /// A request from a handle to the connection task.
 pub(crate) struct Command {
     pub frame: ClientFrame,
@@ -163,7 +168,7 @@ async fn connect(shared: &Shared, addr: &str) -> Result<Ws, SdkError> {
     let url = format!("ws://{addr}/ws");
     // Nagle's algorithm off: requests and acks are small frames that must leave at once.
     let config = WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(16 * 1024);
     let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     let (mut ws, _) = tokio::time::timeout(step, connect)
@@ -356,7 +361,7 @@ async fn on_frame(
             data,
         } => {
             // Queued; the caller flushes once it has handled every frame at hand.
-            let ack = serde_json::to_string(&ClientFrame::PushAck { push_id }).unwrap_or_default();
+            let ack = ClientFrame::push_ack_json(push_id);
             if ws.feed(Message::Text(ack.into())).await.is_err() {
                 return Some(End::Lost);
             }
@@ -365,11 +370,11 @@ async fn on_frame(
                 let mut regs = shared.regs.lock();
                 if let Some(sub) = regs.subs.get_mut(&regist_id) {
                     if sub.last_version.is_none_or(|v| version > v) {
-                        let update = DatumUpdate {
-                            data_info_id: data_info_id.to_string(),
+                        let update = Arc::new(DatumUpdate {
+                            data_info_id: String::from(data_info_id),
                             version,
                             data,
-                        };
+                        });
                         sub.last_version = Some(version);
                         sub.last = Some(update.clone());
                         sub.queue.push(update.clone());

@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -20,7 +21,9 @@ pub struct DatumUpdate {
 }
 
 pub(crate) struct UpdateQueue {
-    queue: Mutex<VecDeque<DatumUpdate>>,
+    /// Shared with the subscription's latest view: an update is copied only when the
+    /// application takes it while it is still the latest.
+    queue: Mutex<VecDeque<Arc<DatumUpdate>>>,
     notify: Notify,
     capacity: usize,
     closed: AtomicBool,
@@ -36,7 +39,7 @@ impl UpdateQueue {
         }
     }
 
-    pub(crate) fn push(&self, update: DatumUpdate) {
+    pub(crate) fn push(&self, update: Arc<DatumUpdate>) {
         {
             let mut q = self.queue.lock();
             if q.len() >= self.capacity {
@@ -57,7 +60,7 @@ impl UpdateQueue {
         loop {
             let notified = self.notify.notified();
             if let Some(u) = self.queue.lock().pop_front() {
-                return Some(u);
+                return Some(Arc::unwrap_or_clone(u));
             }
             if self.closed.load(Ordering::Acquire) {
                 return None;
@@ -67,6 +70,6 @@ impl UpdateQueue {
     }
 
     pub(crate) fn try_next(&self) -> Option<DatumUpdate> {
-        self.queue.lock().pop_front()
+        self.queue.lock().pop_front().map(Arc::unwrap_or_clone)
     }
 }

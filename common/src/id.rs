@@ -85,7 +85,13 @@ impl DataInfoId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let mut parts = s.split(SEPARATOR);
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(d), Some(i), Some(g), None) => Self::new(d, Some(i), Some(g)),
+            (Some(d), Some(i), Some(g), None) => {
+                validate_part("dataId", d)?;
+                validate_part("instanceId", i)?;
+                validate_part("group", g)?;
+                // Three valid parts: `s` is already the canonical form.
+                Ok(Self(s.into()))
+            }
             _ => Err(IdError::Malformed(truncate(s, 80))),
         }
     }

@@ -13,21 +13,28 @@ pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muz
 
 use clap::Parser;
 use data_server::{DataConfig, DataServer};
-use registry_rpc::runtime::{init_tracing, shutdown_on_signal};
+use registry_rpc::runtime::{block_on, init_tracing, shutdown_on_signal};
 
 #[derive(Parser)]
 #[command(name = "data-server", version, about = "Registry data server")]
 struct Cli {
     #[command(flatten)]
     config: DataConfig,
+    /// Runtime worker threads (default: one per core). Servers sharing a small machine with
+    /// other servers run best with fewer each.
+    #[arg(long, env = "REGISTRY_WORKER_THREADS")]
+    worker_threads: Option<usize>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    init_tracing();
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    block_on(cli.worker_threads, run(cli.config))?
+}
+
+async fn run(config: DataConfig) -> anyhow::Result<()> {
+    init_tracing();
     let shutdown = shutdown_on_signal();
-    let server = DataServer::start(cli.config, shutdown.clone()).await?;
+    let server = DataServer::start(config, shutdown.clone()).await?;
     shutdown.cancelled().await;
     server.shutdown().await;
     Ok(())

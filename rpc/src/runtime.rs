@@ -42,3 +42,18 @@ pub fn shutdown_on_signal() -> CancellationToken {
     });
     token
 }
+
+/// Runs `main` on a multi-threaded runtime with `worker_threads` workers (one per core when
+/// `None`). Servers that share a small machine with other servers run best with fewer
+/// workers each than the machine has cores: fewer threads contend for the same cores.
+pub fn block_on<F: std::future::Future>(
+    worker_threads: Option<usize>,
+    main: F,
+) -> std::io::Result<F::Output> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = worker_threads.filter(|n| *n > 0) {
+        builder.worker_threads(n);
+    }
+    Ok(builder.build()?.block_on(main))
+}

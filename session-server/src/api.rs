@@ -22,8 +22,13 @@ use serde::Serialize;
 
 use crate::server::SessionState;
 
-/// Read and write buffer of each client WebSocket.
-const WS_BUFFER_BYTES: usize = 16 * 1024;
+/// Bytes read from a client WebSocket at a time. The codec zeroes this much before every
+/// read and clients mostly send small frames (acks), so it is small; a larger frame arrives
+/// whole over several reads.
+const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Bytes of frames buffered before the codec writes them out.
+const WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 pub fn router(state: Arc<SessionState>) -> Router {
     Router::new()
@@ -48,8 +53,8 @@ async fn ws(
         .max_message_size(max)
         .max_frame_size(max)
         // Per-connection buffers: thousands of connections must not cost 256 KiB each.
-        .read_buffer_size(WS_BUFFER_BYTES)
-        .write_buffer_size(WS_BUFFER_BYTES)
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(WS_WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| crate::conn::serve(socket, remote, s))
 }
 

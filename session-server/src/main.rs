@@ -12,7 +12,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000\0";
 
 use clap::Parser;
-use registry_rpc::runtime::{init_tracing, shutdown_on_signal};
+use registry_rpc::runtime::{block_on, init_tracing, shutdown_on_signal};
 use session_server::{SessionConfig, SessionServer};
 
 #[derive(Parser)]
@@ -20,14 +20,21 @@ use session_server::{SessionConfig, SessionServer};
 struct Cli {
     #[command(flatten)]
     config: SessionConfig,
+    /// Runtime worker threads (default: one per core). Servers sharing a small machine with
+    /// other servers run best with fewer each.
+    #[arg(long, env = "REGISTRY_WORKER_THREADS")]
+    worker_threads: Option<usize>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    init_tracing();
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    block_on(cli.worker_threads, run(cli.config))?
+}
+
+async fn run(config: SessionConfig) -> anyhow::Result<()> {
+    init_tracing();
     let shutdown = shutdown_on_signal();
-    let server = SessionServer::start(cli.config, shutdown.clone()).await?;
+    let server = SessionServer::start(config, shutdown.clone()).await?;
     shutdown.cancelled().await;
     server.shutdown().await;
     Ok(())

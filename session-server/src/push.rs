@@ -70,11 +70,26 @@ impl Prepared {
     }
 
     fn frame(&self, push_id: u64, regist_id: &str) -> String {
+        // Appended piece by piece: the data is most of the frame and is copied once.
         let regist = serde_json::to_string(regist_id).unwrap_or_default();
-        format!(
-            r#"{{"type":"push","pushId":{push_id},"registId":{regist},"dataInfoId":{},"version":{},"data":{}}}"#,
-            self.id_json, self.datum.version, self.data_json
-        )
+        let push_id = push_id.to_string();
+        let version = self.datum.version.to_string();
+        let parts: [&str; 10] = [
+            r#"{"type":"push","pushId":"#,
+            &push_id,
+            r#","registId":"#,
+            &regist,
+            r#","dataInfoId":"#,
+            &self.id_json,
+            r#","version":"#,
+            &version,
+            r#","data":"#,
+            &self.data_json,
+        ];
+        let mut frame = String::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 1);
+        parts.iter().for_each(|p| frame.push_str(p));
+        frame.push('}');
+        frame
     }
 }
 

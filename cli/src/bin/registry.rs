@@ -13,13 +13,17 @@ pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muz
 
 use clap::{Parser, Subcommand};
 use registry_cli::standalone::{Standalone, StandaloneConfig};
-use registry_rpc::runtime::{init_tracing, shutdown_on_signal};
+use registry_rpc::runtime::{block_on, init_tracing, shutdown_on_signal};
 
 #[derive(Parser)]
 #[command(name = "registry", version, about = "A three-tier service registry")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Runtime worker threads (default: one per core). Servers sharing a small machine with
+    /// other servers run best with fewer each.
+    #[arg(long, global = true, env = "REGISTRY_WORKER_THREADS")]
+    worker_threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -34,12 +38,15 @@ enum Command {
     Session(session_server::SessionConfig),
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    init_tracing();
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    block_on(cli.worker_threads, run(cli.command))?
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    init_tracing();
     let shutdown = shutdown_on_signal();
-    match cli.command {
+    match command {
         Command::Standalone(config) => {
             let dir = config.data_dir.clone();
             let registry = Standalone::start(config, shutdown.clone()).await?;

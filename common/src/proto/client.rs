@@ -94,6 +94,11 @@ pub struct DecodeError {
 }
 
 impl ClientFrame {
+    /// The JSON of `PushAck { push_id }`, written directly: the SDK sends one per push.
+    pub fn push_ack_json(push_id: u64) -> String {
+        format!(r#"{{"type":"push_ack","pushId":{push_id}}}"#)
+    }
+
     /// Decodes one text frame, classifying failures as malformed JSON, unknown message
     /// type, or a known type with bad fields.
     ///
@@ -261,40 +266,61 @@ impl ServerFrame {
     /// Decodes one frame from a session (the SDK's side of [`ClientFrame::decode`]).
     pub fn decode(text: &str) -> Result<Self, String> {
         let w: WireServerFrame = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let missing = |field: &str| format!("`{}` frame without `{field}`", w.kind);
-        let req_id = w.req_id.ok_or_else(|| missing("reqId"));
-        Ok(match w.kind.as_str() {
+        // Moved out field by field: a push's data is the bulk of the frame.
+        let WireServerFrame {
+            kind,
+            req_id,
+            protocol,
+            conn_id,
+            session_id,
+            max_frame_bytes,
+            code,
+            message,
+            epoch,
+            redirect,
+            push_id,
+            regist_id,
+            data_info_id,
+            version,
+            data,
+            reason,
+            sessions,
+        } = w;
+        let missing = |field: &str| format!("`{kind}` frame without `{field}`");
+        let need_req_id = || req_id.ok_or_else(|| missing("reqId"));
+        Ok(match kind.as_str() {
             "push" => ServerFrame::Push {
-                push_id: w.push_id.ok_or_else(|| missing("pushId"))?,
-                regist_id: w.regist_id.clone().ok_or_else(|| missing("registId"))?,
-                data_info_id: w
-                    .data_info_id
-                    .clone()
-                    .ok_or_else(|| missing("dataInfoId"))?,
-                version: w.version.ok_or_else(|| missing("version"))?,
-                data: w.data.clone().unwrap_or_default(),
+                push_id: push_id.ok_or_else(|| missing("pushId"))?,
+                regist_id: regist_id.ok_or_else(|| missing("registId"))?,
+                data_info_id: data_info_id.ok_or_else(|| missing("dataInfoId"))?,
+                version: version.ok_or_else(|| missing("version"))?,
+                data: data.unwrap_or_default(),
             },
-            "ack" => ServerFrame::Ack { req_id: req_id? },
-            "pong" => ServerFrame::Pong { req_id: req_id? },
+            "ack" => ServerFrame::Ack {
+                req_id: need_req_id()?,
+            },
+            "pong" => ServerFrame::Pong {
+                req_id: need_req_id()?,
+            },
             "welcome" => ServerFrame::Welcome {
-                req_id: req_id?,
-                protocol: w.protocol.ok_or_else(|| missing("protocol"))?,
-                conn_id: w.conn_id.ok_or_else(|| missing("connId"))?,
-                session_id: w.session_id.clone().unwrap_or_default(),
-                max_frame_bytes: w.max_frame_bytes.unwrap_or_default(),
+                req_id: need_req_id()?,
+                protocol: protocol.ok_or_else(|| missing("protocol"))?,
+                conn_id: conn_id.ok_or_else(|| missing("connId"))?,
+                session_id: session_id.unwrap_or_default(),
+                max_frame_bytes: max_frame_bytes.unwrap_or_default(),
             },
             "error" => ServerFrame::Error {
-                req_id: w.req_id,
+                req_id,
                 error: ApiError {
-                    code: w.code.ok_or_else(|| missing("code"))?,
-                    message: w.message.clone().unwrap_or_default(),
-                    epoch: w.epoch,
-                    redirect: w.redirect.clone(),
+                    code: code.ok_or_else(|| missing("code"))?,
+                    message: message.unwrap_or_default(),
+                    epoch,
+                    redirect,
                 },
             },
             "go_away" => ServerFrame::GoAway {
-                reason: w.reason.clone().unwrap_or_default(),
-                sessions: w.sessions.clone().unwrap_or_default(),
+                reason: reason.unwrap_or_default(),
+                sessions: sessions.unwrap_or_default(),
             },
             other => return Err(format!("unknown frame type `{other}`")),
         })
@@ -395,6 +421,10 @@ mod tests {
             version: 77,
             data: vec!["a".into()],
         };
+        assert_eq!(
+            ClientFrame::push_ack_json(7),
+            serde_json::to_string(&ClientFrame::PushAck { push_id: 7 }).unwrap()
+        );
         let text = serde_json::to_string(&push).unwrap();
         assert_eq!(ServerFrame::decode(&text).unwrap(), push);
         let hello = ClientFrame::Hello {

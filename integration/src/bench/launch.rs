@@ -72,10 +72,12 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
+/// Starts one server process; `threads` is its runtime's worker count (0: one per core).
+fn spawn(bin: &Path, args: &[String], threads: usize, log: &Path) -> anyhow::Result<Child> {
     let out = std::fs::File::create(log)?;
     Command::new(bin)
         .args(args)
+        .env("REGISTRY_WORKER_THREADS", threads.to_string())
         .env(
             "RUST_LOG",
             std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
@@ -99,7 +101,9 @@ pub fn bin_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 impl ProcCluster {
-    pub async fn start(bins: &Path, copies: usize) -> anyhow::Result<Self> {
+    /// Starts 3 meta, 3 data and 2 session servers; `threads` is each one's runtime worker
+    /// count (0: one per core).
+    pub async fn start(bins: &Path, copies: usize, threads: usize) -> anyhow::Result<Self> {
         for b in ["meta-server", "data-server", "session-server"] {
             if !bins.join(b).exists() {
                 bail!(
@@ -138,6 +142,7 @@ impl ProcCluster {
             let child = spawn(
                 &bins.join("meta-server"),
                 &args,
+                threads,
                 &dir.path().join(format!("meta-{}.log", i + 1)),
             )?;
             metas.push(Proc {
@@ -185,6 +190,7 @@ impl ProcCluster {
             let child = spawn(
                 &bins.join("data-server"),
                 &args,
+                threads,
                 &dir.path().join(format!("data-{}.log", i + 1)),
             )?;
             datas.push(Proc {
@@ -207,6 +213,7 @@ impl ProcCluster {
             let child = spawn(
                 &bins.join("session-server"),
                 &args,
+                threads,
                 &dir.path().join(format!("session-{}.log", i + 1)),
             )?;
             sessions.push(Proc {

@@ -62,6 +62,13 @@ pub struct Args {
     /// Copies of every datum in the started cluster.
     #[arg(long, default_value_t = 2)]
     pub copies: usize,
+    /// Runtime worker threads of each started server (0: one per core). The 8 servers share
+    /// this machine, so one each by default rather than one per core each.
+    #[arg(long, default_value_t = 1)]
+    pub server_threads: usize,
+    /// Runtime worker threads of this driver (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub driver_threads: usize,
 }
 
 /// Resolved parameters.
@@ -76,6 +83,10 @@ pub struct Params {
     pub rate: u64,
     pub churn_secs: u64,
     pub failover_secs: u64,
+    /// Runtime worker threads of each started server (0: one per core).
+    pub server_threads: usize,
+    /// Runtime worker threads of the driver (0: one per core).
+    pub driver_threads: usize,
 }
 
 impl Params {
@@ -97,6 +108,8 @@ impl Params {
             rate: a.rate.unwrap_or(q).max(1),
             churn_secs: a.churn_secs.unwrap_or(t),
             failover_secs: a.failover_secs.max(3),
+            server_threads: a.server_threads,
+            driver_threads: a.driver_threads,
         }
     }
 

@@ -256,7 +256,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
                 bins.display()
             ),
         );
-        Some(ProcCluster::start(&bins, args.copies).await?)
+        Some(ProcCluster::start(&bins, args.copies, args.server_threads).await?)
     } else {
         None
     };

@@ -19,9 +19,12 @@ pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muz
 use clap::Parser;
 use integration::bench::params::Args;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    registry_rpc::runtime::block_on(Some(args.driver_threads), run(args))?
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let out = args.out.clone();
     let report = integration::bench::run::run(args).await?;
     println!("{}", report.markdown());

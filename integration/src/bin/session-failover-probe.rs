@@ -66,6 +66,9 @@ struct Args {
     /// Copies of every datum.
     #[arg(long, default_value_t = 2)]
     copies: usize,
+    /// Runtime worker threads of each started server (0: one per core).
+    #[arg(long, default_value_t = 1)]
+    server_threads: usize,
     /// Seconds after the kill the watcher is checked for.
     #[arg(long, default_value_t = 8)]
     watch_secs: u64,
@@ -100,7 +103,7 @@ async fn session_publishers(http: &HttpClient, addr: &str) -> anyhow::Result<i64
 }
 
 async fn one_run(args: &Args, bins: &std::path::Path) -> anyhow::Result<RunResult> {
-    let mut cluster = ProcCluster::start(bins, args.copies).await?;
+    let mut cluster = ProcCluster::start(bins, args.copies, args.server_threads).await?;
     let sessions = cluster.session_addrs();
     let (first, second) = (sessions[0].clone(), sessions[1].clone());
     let http = HttpClient::new(Duration::from_secs(2));
