@@ -109,6 +109,9 @@ pub struct Footprint {
     pub data_bytes_per_publisher: f64,
     /// The same per stored copy, minus the payload.
     pub data_bytes_per_copy_beyond_payload: f64,
+    /// Per stored copy beyond the payload once the data servers' memory has settled after
+    /// the register phase (transient request buffers freed and returned to the system).
+    pub data_bytes_per_copy_settled: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -212,6 +215,10 @@ impl Report {
             out += &format!(
                 "| footprint | per stored copy beyond payload | {:.0} B |\n",
                 m.data_bytes_per_copy_beyond_payload
+            );
+            out += &format!(
+                "| footprint | per stored copy beyond payload, settled | {:.0} B |\n",
+                m.data_bytes_per_copy_settled
             );
         }
         out

@@ -12,7 +12,8 @@
 //!    the time from the kill until every subscriber holds, for every publisher, data at least
 //!    as new as what was sent up to and including the probes.
 //! 4. **Footprint**: peak resident memory of every server process, and the data servers'
-//!    growth over the register phase per publisher.
+//!    growth over the register phase per publisher: at the end of the phase, and once their
+//!    memory has settled (before churn starts).
 //!
 //! After churn and after failover the tool waits for quiescence and counts subscribers whose
 //! last push is not the latest data (stale) and publishers missing from a final view (lost).
@@ -184,6 +185,33 @@ async fn quiesce(tracker: &Tracker, pubs: &[Arc<Pub>], s: usize) -> (u64, u64) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The data servers' total resident memory once it has settled: unchanged within 1 % over
+/// four readings 250 ms apart (allocator pages are returned after 1 s), or after 5 s.
+async fn settled_rss_kib(cluster: &ProcCluster) -> u64 {
+    let read = || -> u64 {
+        cluster
+            .datas
+            .iter()
+            .filter_map(|d| d.pid().and_then(rss_kib))
+            .map(|(r, _)| r)
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = read();
+    let mut steady = 0;
+    while steady < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = read();
+        if now.abs_diff(last) * 100 <= last {
+            steady += 1;
+        } else {
+            steady = 0;
+        }
+        last = now;
+    }
+    last
 }
 
 /// Republishes `rate` times a second for `secs`, calling `at(elapsed)` hooks on the way.
@@ -440,6 +468,10 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
                 .sum()
         })
         .unwrap_or(0);
+    let data_rss_settled = match &cluster {
+        Some(cl) => settled_rss_kib(cl).await,
+        None => 0,
+    };
 
     // Phase 2: churn.
     progress(
@@ -500,12 +532,14 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             processes.iter().map(|p| p.peak_rss_kib).sum::<u64>() as f64 / 1024.0;
         let growth = data_rss_after.saturating_sub(data_rss_before) as f64 * 1024.0;
         let per_publisher = growth / (d * p) as f64;
+        let copies = args.copies.max(1) as f64;
+        let settled = data_rss_settled.saturating_sub(data_rss_before) as f64 * 1024.0;
         Footprint {
             processes,
             total_peak_rss_mib,
             data_bytes_per_publisher: per_publisher,
-            data_bytes_per_copy_beyond_payload: per_publisher / args.copies.max(1) as f64
-                - params.payload as f64,
+            data_bytes_per_copy_beyond_payload: per_publisher / copies - params.payload as f64,
+            data_bytes_per_copy_settled: settled / (d * p) as f64 / copies - params.payload as f64,
         }
     });
 
