@@ -187,8 +187,9 @@ async fn quiesce(tracker: &Tracker, pubs: &[Arc<Pub>], s: usize) -> (u64, u64) {
     }
 }
 
-/// The data servers' total resident memory once it has settled: unchanged within 1 % over
-/// four readings 250 ms apart (allocator pages are returned after 1 s), or after 5 s.
+/// The data servers' total resident memory once it has settled: read from 2 s on (twice the
+/// time after which the allocator returns unused pages), until unchanged within 1 % over
+/// four readings 250 ms apart, or 6 s.
 async fn settled_rss_kib(cluster: &ProcCluster) -> u64 {
     let read = || -> u64 {
         cluster
@@ -198,7 +199,8 @@ async fn settled_rss_kib(cluster: &ProcCluster) -> u64 {
             .map(|(r, _)| r)
             .sum()
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(6);
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let mut last = read();
     let mut steady = 0;
     while steady < 4 && Instant::now() < deadline {
