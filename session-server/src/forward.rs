@@ -225,7 +225,11 @@ fn is_latest(shared: &Shared, q: &Queued) -> bool {
 }
 
 async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
-    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
+    // A server that does not answer is backed off up to seconds; one that answers but cannot
+    // take some ops yet (slot still syncing in, newer table) is retried within 100 ms, since
+    // that state lasts milliseconds and a long wait would hold every op of the lane.
+    let mut unreachable = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
+    let mut not_ready = Backoff::new(Duration::from_millis(5), Duration::from_millis(100));
     loop {
         tokio::select! {
             _ = lane.wake.notified() => {}
@@ -250,6 +254,7 @@ async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
                 shared.http.post(&lane.addr, "/data/v1/write", &req).await;
             let mut retry: Vec<Queued> = Vec::new();
             let mut refresh = false;
+            let answered = answer.is_ok();
             match answer {
                 Ok(resp) if resp.results.len() == batch.len() => {
                     for (q, result) in batch.into_iter().zip(resp.results) {
@@ -289,9 +294,17 @@ async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
                 }
             }
             if retry.is_empty() {
-                backoff.reset();
+                unreachable.reset();
+                not_ready.reset();
                 continue;
             }
+            let backoff = if answered {
+                unreachable.reset();
+                &mut not_ready
+            } else {
+                not_ready.reset();
+                &mut unreachable
+            };
             shared
                 .metrics
                 .forwarded

@@ -625,7 +625,10 @@ async fn ack_sweeper(pusher: Arc<Pusher>) {
 }
 
 async fn run_fetch_lane(pusher: Arc<Pusher>, lane: Arc<FetchLane>) {
-    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
+    // As in the write lanes: a server that does not answer is backed off up to seconds, one
+    // that answers but cannot serve some ids yet (slot syncing in) is asked again soon.
+    let mut unreachable = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
+    let mut not_ready = Backoff::new(Duration::from_millis(5), Duration::from_millis(100));
     loop {
         tokio::select! {
             _ = lane.wake.notified() => {}
@@ -656,6 +659,7 @@ async fn run_fetch_lane(pusher: Arc<Pusher>, lane: Arc<FetchLane>) {
             pusher.metrics.fetches.inc_by(ids.len() as u64);
             let answer: Result<FetchResponse, RpcError> =
                 pusher.http.post(&lane.addr, "/data/v1/fetch", &req).await;
+            let answered = answer.is_ok();
             let retry: Vec<DataInfoId> = match answer {
                 Ok(resp) => {
                     for datum in resp.compact {
@@ -669,9 +673,17 @@ async fn run_fetch_lane(pusher: Arc<Pusher>, lane: Arc<FetchLane>) {
                 }
             };
             if retry.is_empty() {
-                backoff.reset();
+                unreachable.reset();
+                not_ready.reset();
                 continue;
             }
+            let backoff = if answered {
+                unreachable.reset();
+                &mut not_ready
+            } else {
+                not_ready.reset();
+                &mut unreachable
+            };
             pusher.membership.refresh().await;
             tokio::select! {
                 _ = backoff.wait() => {}

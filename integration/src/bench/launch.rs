@@ -113,6 +113,16 @@ impl ProcCluster {
             }
         }
         let dir = tempfile::tempdir()?;
+        // Server logs (level from BENCH_SERVER_LOG) go to BENCH_LOG_DIR when set, so they
+        // outlive the run; otherwise next to the meta nodes' data, removed at the end.
+        let logs = match std::env::var_os("BENCH_LOG_DIR") {
+            Some(d) => {
+                let d = PathBuf::from(d);
+                std::fs::create_dir_all(&d)?;
+                d
+            }
+            None => dir.path().to_path_buf(),
+        };
         let meta_ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_, _>>()?;
         let meta_addrs: Vec<String> = meta_ports
             .iter()
@@ -143,7 +153,7 @@ impl ProcCluster {
                 &bins.join("meta-server"),
                 &args,
                 threads,
-                &dir.path().join(format!("meta-{}.log", i + 1)),
+                &logs.join(format!("meta-{}.log", i + 1)),
             )?;
             metas.push(Proc {
                 role: "meta",
@@ -191,7 +201,7 @@ impl ProcCluster {
                 &bins.join("data-server"),
                 &args,
                 threads,
-                &dir.path().join(format!("data-{}.log", i + 1)),
+                &logs.join(format!("data-{}.log", i + 1)),
             )?;
             datas.push(Proc {
                 role: "data",
@@ -214,7 +224,7 @@ impl ProcCluster {
                 &bins.join("session-server"),
                 &args,
                 threads,
-                &dir.path().join(format!("session-{}.log", i + 1)),
+                &logs.join(format!("session-{}.log", i + 1)),
             )?;
             sessions.push(Proc {
                 role: "session",
