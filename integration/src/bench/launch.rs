@@ -31,14 +31,6 @@ impl Proc {
     }
 }
 
-impl ProcCluster {
-    /// Keeps the directory with the server logs (for a post-mortem) and returns its path.
-    pub fn keep_logs(self) -> PathBuf {
-        let ProcCluster { _dir, .. } = self;
-        _dir.keep()
-    }
-}
-
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();

@@ -619,12 +619,6 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             f.total_peak_rss_mib =
                 f.processes.iter().map(|p| p.peak_rss_kib).sum::<u64>() as f64 / 1024.0;
         }
-        if std::env::var_os("BENCH_KEEP_LOGS").is_some() {
-            progress(
-                "failover",
-                format!("server logs kept in {}", cl.keep_logs().display()),
-            );
-        }
     } else if args.sessions.is_empty() {
         progress("failover", "skipped (--no-failover)".into());
     } else {
