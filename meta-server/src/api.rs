@@ -36,7 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use registry_common::error::{ApiError, ErrorCode};
-use registry_common::member::{ClusterSettings, Member, MemberId};
+use registry_common::member::{ClusterSettings, Member, MemberId, Role};
 use registry_common::proto::meta::{
     LeaseConfig, MemberRequest, MetaStatus, NodeRequest, RegisterRequest, RegisterResponse,
     RenewResponse, WatchQuery,
@@ -444,6 +444,28 @@ async fn drain(
     require_leader(&ctx)?;
     if let Some(unknown) = req.ids.iter().find(|id| !is_member(&ctx, id)) {
         return Err(MetaError::UnknownMember(unknown.clone()).into());
+    }
+    if let Some(expected) = guard.expect_epoch {
+        let current = ctx.raft.epoch();
+        if expected != current {
+            return Err(MetaError::StaleEpoch { expected, current }.into());
+        }
+    }
+    if req.draining {
+        // Draining every data server would leave the slots without a holder: their
+        // publishers would be dropped, not moved.
+        let left = ctx.raft.with_state(|s| {
+            s.view
+                .members_of(Role::Data)
+                .filter(|m| !s.draining.contains(&m.id) && !req.ids.contains(&m.id))
+                .count()
+        });
+        if left == 0 {
+            return Err(MetaError::Precondition(
+                "draining these would leave no data server to hold the slots".into(),
+            )
+            .into());
+        }
     }
     let cmd = MetaCommand::SetDraining {
         ids: req.ids,

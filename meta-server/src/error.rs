@@ -19,6 +19,9 @@ pub enum MetaError {
     StaleEpoch { expected: u64, current: u64 },
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A well-formed request the cluster's current state does not allow.
+    #[error("refused: {0}")]
+    Precondition(String),
 }
 
 impl MetaError {
@@ -28,6 +31,7 @@ impl MetaError {
             MetaError::UnknownMember(_) | MetaError::UnknownNode(_) => ErrorCode::NotFound,
             MetaError::StaleEpoch { .. } => ErrorCode::StaleEpoch,
             MetaError::Invalid(_) => ErrorCode::InvalidArgument,
+            MetaError::Precondition(_) => ErrorCode::FailedPrecondition,
         }
     }
 }

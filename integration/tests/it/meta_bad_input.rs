@@ -257,6 +257,12 @@ async fn every_meta_endpoint_refuses_bad_input_with_a_typed_error_and_changes_no
             StaleEpoch,
         ),
         post(
+            "drain: the last data server",
+            "/meta/v1/admin/drain",
+            json_bytes(json!({"ids": [data.id]})),
+            FailedPrecondition,
+        ),
+        post(
             "drain: epoch not a number",
             "/meta/v1/admin/drain?expectEpoch=x",
             json_bytes(json!({"ids": [data.id]})),
