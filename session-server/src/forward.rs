@@ -12,14 +12,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use registry_common::error::ErrorCode;
 use registry_common::member::{ClusterView, Role};
 use registry_common::model::PublisherKey;
 use registry_common::proto::data::{WriteOp, WriteRequest, WriteResponse};
-use registry_rpc::backoff::Backoff;
+use registry_rpc::backoff::LaneBackoff;
 use registry_rpc::membership::Membership;
 use registry_rpc::{CancellationToken, HttpClient, RpcError};
 use tokio::sync::Notify;
@@ -225,11 +224,7 @@ fn is_latest(shared: &Shared, q: &Queued) -> bool {
 }
 
 async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
-    // A server that does not answer is backed off up to seconds; one that answers but cannot
-    // take some ops yet (slot still syncing in, newer table) is retried within 100 ms, since
-    // that state lasts milliseconds and a long wait would hold every op of the lane.
-    let mut unreachable = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
-    let mut not_ready = Backoff::new(Duration::from_millis(5), Duration::from_millis(100));
+    let mut backoff = LaneBackoff::default();
     loop {
         tokio::select! {
             _ = lane.wake.notified() => {}
@@ -294,17 +289,10 @@ async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
                 }
             }
             if retry.is_empty() {
-                unreachable.reset();
-                not_ready.reset();
+                backoff.reset();
                 continue;
             }
-            let backoff = if answered {
-                unreachable.reset();
-                &mut not_ready
-            } else {
-                not_ready.reset();
-                &mut unreachable
-            };
+            let retry_backoff = backoff.after(answered);
             shared
                 .metrics
                 .forwarded
@@ -314,7 +302,7 @@ async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
                 shared.membership.refresh().await;
             }
             tokio::select! {
-                _ = backoff.wait() => {}
+                _ = retry_backoff.wait() => {}
                 _ = lane.stop.cancelled() => {}
             }
             let retry: Vec<Queued> = retry

@@ -32,7 +32,7 @@ use registry_common::id::DataInfoId;
 use registry_common::member::{ClusterView, Role};
 use registry_common::model::PushDatum;
 use registry_common::proto::data::{Change, FetchRequest, FetchResponse};
-use registry_rpc::backoff::Backoff;
+use registry_rpc::backoff::LaneBackoff;
 use registry_rpc::membership::Membership;
 use registry_rpc::{CancellationToken, HttpClient, RpcError};
 use tokio::sync::Notify;
@@ -625,10 +625,7 @@ async fn ack_sweeper(pusher: Arc<Pusher>) {
 }
 
 async fn run_fetch_lane(pusher: Arc<Pusher>, lane: Arc<FetchLane>) {
-    // As in the write lanes: a server that does not answer is backed off up to seconds, one
-    // that answers but cannot serve some ids yet (slot syncing in) is asked again soon.
-    let mut unreachable = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
-    let mut not_ready = Backoff::new(Duration::from_millis(5), Duration::from_millis(100));
+    let mut backoff = LaneBackoff::default();
     loop {
         tokio::select! {
             _ = lane.wake.notified() => {}
@@ -673,20 +670,13 @@ async fn run_fetch_lane(pusher: Arc<Pusher>, lane: Arc<FetchLane>) {
                 }
             };
             if retry.is_empty() {
-                unreachable.reset();
-                not_ready.reset();
+                backoff.reset();
                 continue;
             }
-            let backoff = if answered {
-                unreachable.reset();
-                &mut not_ready
-            } else {
-                not_ready.reset();
-                &mut unreachable
-            };
+            let retry_backoff = backoff.after(answered);
             pusher.membership.refresh().await;
             tokio::select! {
-                _ = backoff.wait() => {}
+                _ = retry_backoff.wait() => {}
                 _ = lane.stop.cancelled() => {}
             }
             let view = pusher.membership.view();
