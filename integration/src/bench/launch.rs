@@ -80,6 +80,38 @@ fn spawn(bin: &Path, args: &[String], threads: usize, log: &Path) -> anyhow::Res
         .with_context(|| format!("cannot start {}", bin.display()))
 }
 
+/// Starts data or session server number `n` (`role` is `data` or `session`) on a free
+/// loopback port, joining the meta nodes `meta_list`.
+fn spawn_member(
+    bins: &Path,
+    role: &'static str,
+    n: usize,
+    meta_list: &str,
+    threads: usize,
+    logs: &Path,
+) -> anyhow::Result<Proc> {
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let args = vec![
+        "--listen".into(),
+        addr.clone(),
+        "--meta".into(),
+        meta_list.to_owned(),
+    ];
+    let name = format!("{role}-{n}");
+    let child = spawn(
+        &bins.join(format!("{role}-server")),
+        &args,
+        threads,
+        &logs.join(format!("{name}.log")),
+    )?;
+    Ok(Proc {
+        role,
+        name,
+        addr,
+        child: Some(child),
+    })
+}
+
 /// The directory holding the server binaries: `--bin-dir`, or this binary's directory.
 pub fn bin_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(d) = given {
@@ -93,6 +125,15 @@ pub fn bin_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 impl ProcCluster {
+    /// Resident memory of the data servers still running, summed, in KiB.
+    pub fn data_rss_kib(&self) -> u64 {
+        self.datas
+            .iter()
+            .filter_map(|d| d.pid().and_then(rss_kib))
+            .map(|(current, _)| current)
+            .sum()
+    }
+
     /// Starts 3 meta, 3 data and 2 session servers; `threads` is each one's runtime worker
     /// count (0: one per core).
     pub async fn start(bins: &Path, copies: usize, threads: usize) -> anyhow::Result<Self> {
@@ -181,49 +222,25 @@ impl ProcCluster {
         }
         let mut datas = Vec::new();
         for i in 0..3 {
-            let port = free_port()?;
-            let addr = format!("127.0.0.1:{port}");
-            let args = vec![
-                "--listen".into(),
-                addr.clone(),
-                "--meta".into(),
-                meta_list.clone(),
-            ];
-            let child = spawn(
-                &bins.join("data-server"),
-                &args,
+            datas.push(spawn_member(
+                bins,
+                "data",
+                i + 1,
+                &meta_list,
                 threads,
-                &logs.join(format!("data-{}.log", i + 1)),
-            )?;
-            datas.push(Proc {
-                role: "data",
-                name: format!("data-{}", i + 1),
-                addr,
-                child: Some(child),
-            });
+                &logs,
+            )?);
         }
         let mut sessions = Vec::new();
         for i in 0..2 {
-            let port = free_port()?;
-            let addr = format!("127.0.0.1:{port}");
-            let args = vec![
-                "--listen".into(),
-                addr.clone(),
-                "--meta".into(),
-                meta_list.clone(),
-            ];
-            let child = spawn(
-                &bins.join("session-server"),
-                &args,
+            sessions.push(spawn_member(
+                bins,
+                "session",
+                i + 1,
+                &meta_list,
                 threads,
-                &logs.join(format!("session-{}.log", i + 1)),
-            )?;
-            sessions.push(Proc {
-                role: "session",
-                name: format!("session-{}", i + 1),
-                addr,
-                child: Some(child),
-            });
+                &logs,
+            )?);
         }
         let cluster = Self {
             metas,

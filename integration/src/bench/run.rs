@@ -191,14 +191,7 @@ async fn quiesce(tracker: &Tracker, pubs: &[Arc<Pub>], s: usize) -> (u64, u64) {
 /// time after which the allocator returns unused pages), until unchanged within 1 % over
 /// four readings 250 ms apart, or 6 s.
 async fn settled_rss_kib(cluster: &ProcCluster) -> u64 {
-    let read = || -> u64 {
-        cluster
-            .datas
-            .iter()
-            .filter_map(|d| d.pid().and_then(rss_kib))
-            .map(|(r, _)| r)
-            .sum()
-    };
+    let read = || cluster.data_rss_kib();
     let deadline = Instant::now() + Duration::from_secs(6);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut last = read();
@@ -294,16 +287,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         Some(c) => c.session_addrs(),
         None => args.sessions.clone(),
     };
-    let data_rss_before: u64 = cluster
-        .as_ref()
-        .map(|cl| {
-            cl.datas
-                .iter()
-                .filter_map(|d| d.pid().and_then(rss_kib))
-                .map(|(r, _)| r)
-                .sum()
-        })
-        .unwrap_or(0);
+    let data_rss_before: u64 = cluster.as_ref().map_or(0, ProcCluster::data_rss_kib);
 
     // Clients, round-robin over the sessions; each knows all of them for failover.
     let mut clients = Vec::with_capacity(c);
@@ -460,16 +444,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         full_convergence_ms: convergence.as_millis() as u64,
     };
     progress("register", format!("{register:?}"));
-    let data_rss_after: u64 = cluster
-        .as_ref()
-        .map(|cl| {
-            cl.datas
-                .iter()
-                .filter_map(|d| d.pid().and_then(rss_kib))
-                .map(|(r, _)| r)
-                .sum()
-        })
-        .unwrap_or(0);
+    let data_rss_after: u64 = cluster.as_ref().map_or(0, ProcCluster::data_rss_kib);
     let data_rss_settled = match &cluster {
         Some(cl) => settled_rss_kib(cl).await,
         None => 0,
