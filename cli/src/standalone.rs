@@ -32,6 +32,12 @@ pub struct StandaloneConfig {
     /// Port of the session server (clients connect here).
     #[arg(long, env = "REGISTRY_SESSION_PORT", default_value_t = session_server::config::DEFAULT_PORT)]
     pub session_port: u16,
+    /// File holding the first admin key (`KEY_ID:SECRET`), installed when the ACL is empty.
+    #[arg(long = "admin-key-file", env = "REGISTRY_ADMIN_KEY_FILE")]
+    pub admin_key_file: Option<PathBuf>,
+    /// Cluster secret and the explicit opt-out, shared by the three servers.
+    #[command(flatten)]
+    pub security: registry_rpc::auth::SecurityArgs,
 }
 
 impl Default for StandaloneConfig {
@@ -42,6 +48,8 @@ impl Default for StandaloneConfig {
             meta_port: meta_server::config::DEFAULT_PORT,
             data_port: data_server::config::DEFAULT_PORT,
             session_port: session_server::config::DEFAULT_PORT,
+            admin_key_file: None,
+            security: registry_rpc::auth::SecurityArgs::default(),
         }
     }
 }
@@ -62,6 +70,8 @@ impl Standalone {
             MetaConfig {
                 listen: format!("{}:{}", config.host, config.meta_port),
                 data_dir: config.data_dir.join("meta"),
+                admin_key_file: config.admin_key_file.clone(),
+                security: config.security.clone(),
                 ..MetaConfig::default()
             },
             shutdown.clone(),
@@ -72,6 +82,7 @@ impl Standalone {
             DataConfig {
                 listen: format!("{}:{}", config.host, config.data_port),
                 meta: vec![meta_addr.clone()],
+                security: config.security.clone(),
                 ..DataConfig::default()
             },
             shutdown.clone(),
@@ -81,6 +92,7 @@ impl Standalone {
             SessionConfig {
                 listen: format!("{}:{}", config.host, config.session_port),
                 meta: vec![meta_addr],
+                security: config.security.clone(),
                 ..SessionConfig::default()
             },
             shutdown,

@@ -44,6 +44,9 @@ pub struct ClientConfig {
     pub update_queue: usize,
     /// Try sessions in the given order instead of starting at a random one.
     pub ordered: bool,
+    /// The application's access key; signs every `hello` (required when the cluster has
+    /// auth on). Parse one with [`registry_common::auth::Credential::parse`].
+    pub credential: Option<registry_common::auth::Credential>,
 }
 
 impl ClientConfig {
@@ -64,6 +67,7 @@ impl ClientConfig {
             reconnect_max: Duration::from_secs(2),
             update_queue: 256,
             ordered: false,
+            credential: None,
         }
     }
 }

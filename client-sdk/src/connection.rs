@@ -184,6 +184,11 @@ async fn connect(shared: &Shared, addr: &str) -> Result<Ws, SdkError> {
             client_id: shared.client_id.clone(),
             zone: shared.config.zone.clone(),
             app: shared.config.app.clone(),
+            auth: shared
+                .config
+                .credential
+                .as_ref()
+                .map(|c| c.sign_hello(&shared.client_id)),
         },
     )
     .await?;

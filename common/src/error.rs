@@ -25,6 +25,9 @@ pub enum ErrorCode {
     UnsupportedProtocol,
     /// The request needs a prior step (e.g. `hello` before registering).
     FailedPrecondition,
+    /// No credential, or one that does not verify (unknown key, bad signature, expired
+    /// timestamp, replayed nonce).
+    Unauthenticated,
     /// The caller is not allowed to do this (blacklisted, not authorised).
     Forbidden,
     /// The referenced thing does not exist (member, subscription, push).
@@ -39,6 +42,11 @@ pub enum ErrorCode {
     NotLeader,
     /// Too much in flight; back off and retry.
     Overloaded,
+    /// The caller sends faster than its rate limit; back off and retry.
+    RateLimited,
+    /// The caller holds as much as its cap allows (publishers, subscriptions, connections);
+    /// retrying will not help until it releases some.
+    LimitExceeded,
     /// A dependency did not answer in time.
     Timeout,
     /// A dependency is not reachable or not ready.
@@ -55,12 +63,13 @@ impl ErrorCode {
             | ErrorCode::UnknownMessage
             | ErrorCode::InvalidArgument
             | ErrorCode::UnsupportedProtocol => 400,
+            ErrorCode::Unauthenticated => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::StaleEpoch | ErrorCode::FailedPrecondition => 409,
             ErrorCode::NotOwner | ErrorCode::NotLeader => 421,
             ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::Overloaded => 429,
+            ErrorCode::Overloaded | ErrorCode::RateLimited | ErrorCode::LimitExceeded => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Migrating | ErrorCode::Unavailable => 503,
             ErrorCode::Timeout => 504,
@@ -76,6 +85,7 @@ impl ErrorCode {
                 | ErrorCode::StaleEpoch
                 | ErrorCode::NotLeader
                 | ErrorCode::Overloaded
+                | ErrorCode::RateLimited
                 | ErrorCode::Timeout
                 | ErrorCode::Unavailable
         )

@@ -12,7 +12,11 @@
 //! - [`proto`]: wire messages: `client` (SDK <-> session WebSocket), `data` (session/data <-> data
 //!   HTTP), `meta` (servers <-> meta HTTP).
 //! - [`time`]: wall-clock helpers.
+//! - [`auth`]: HMAC-SHA256 request and `hello` signing, cluster secrets and access keys.
+//! - [`acl`]: principals, their keys and permissions, and the compiled form servers check.
 
+pub mod acl;
+pub mod auth;
 pub mod error;
 pub mod id;
 pub mod member;

@@ -11,6 +11,9 @@
 //! | GET | `/data/v1/status` | slots, counts, epoch |
 //! | GET | `/health`, `/ready`, `/metrics` | liveness, readiness, Prometheus |
 //!
+//! With auth on ([`access`]) health, readiness and metrics are public, `/data/v1/status` needs
+//! the cluster secret or an admin key, and every other route the cluster secret.
+//!
 //! Every check of who may serve a slot runs under that slot's lock (see `store`), against the
 //! view and slot phase of that instant.
 
@@ -27,6 +30,7 @@ use registry_common::proto::data::{
     SyncResponse, VersionsResponse, WriteOp, WriteRequest, WriteResponse,
 };
 use registry_common::slot::SlotId;
+use registry_rpc::auth::Access as Caller;
 use registry_rpc::server::not_found;
 use registry_rpc::{ApiJson, ErrorReply};
 use serde::Serialize;
@@ -52,6 +56,15 @@ pub fn router(state: Arc<DataState>) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// Who may call `path` when auth is on.
+pub fn access(path: &str) -> Caller {
+    match path {
+        "/health" | "/ready" | "/metrics" => Caller::Public,
+        "/data/v1/status" => Caller::Admin,
+        _ => Caller::Member,
+    }
 }
 
 fn check_batch(len: usize, max: usize) -> Result<(), ErrorReply> {

@@ -68,6 +68,8 @@ pub struct DataConfig {
     /// Slot copies in flight at once.
     #[arg(long, env = "REGISTRY_DATA_SYNC_CONCURRENCY", default_value_t = 8)]
     pub sync_concurrency: usize,
+    #[command(flatten)]
+    pub security: registry_rpc::auth::SecurityArgs,
 }
 
 impl Default for DataConfig {
@@ -87,6 +89,7 @@ impl Default for DataConfig {
             slot_retain_ms: 60_000,
             sync_timeout_ms: 5_000,
             sync_concurrency: 8,
+            security: registry_rpc::auth::SecurityArgs::default(),
         }
     }
 }

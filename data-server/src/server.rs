@@ -128,6 +128,10 @@ impl DataServer {
     ) -> Result<Self, StartError> {
         // Our own stop must not stop other servers sharing the caller's token.
         let shutdown = shutdown.child_token();
+        let guard = config
+            .security
+            .guard("data", &config.listen)
+            .map_err(StartError::Other)?;
         let listener = bind(&config.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -142,7 +146,7 @@ impl DataServer {
             .advertise
             .clone()
             .unwrap_or_else(|| local.to_string());
-        let http = HttpClient::new(config.rpc_timeout());
+        let http = HttpClient::new(config.rpc_timeout()).with_signer(guard.signer());
         let meta = Arc::new(MetaClient::new(http.clone(), config.meta.clone()));
         let id = MemberId::generate(Role::Data, &advertise);
         let member = Member {
@@ -152,11 +156,12 @@ impl DataServer {
             zone: config.zone.clone(),
             registered_at_ms: 0,
         };
-        let membership = Arc::new(Membership::join(meta, member, &shutdown).await?);
+        let membership = Arc::new(Membership::join(meta, member, guard.clone(), &shutdown).await?);
         let view = membership.view();
         let slot_count = view.settings.slot_count;
         let store = Arc::new(Store::new(slot_count, config.log_limits()));
         let metrics = DataMetrics::new();
+        registry_rpc::metrics::register(&metrics.registry, &guard.refused_metric());
         let notifier = Notifier::new(
             id.clone(),
             store.clone(),
@@ -192,13 +197,14 @@ impl DataServer {
         });
         tokio::spawn(follow_view(state.clone(), shutdown.clone()));
         tokio::spawn(housekeeping(state.clone(), shutdown.clone()));
-        let server = serve(
-            listener,
+        let router = registry_rpc::auth::protect(
             crate::api::router(state.clone()),
-            shutdown.clone(),
-            Duration::from_secs(2),
-        )
-        .map_err(|e| StartError::Other(e.to_string()))?;
+            guard,
+            crate::api::access,
+            state.config.max_body_bytes,
+        );
+        let server = serve(listener, router, shutdown.clone(), Duration::from_secs(2))
+            .map_err(|e| StartError::Other(e.to_string()))?;
         tracing::info!(id = %state.id, addr = %server.local_addr, "data server started");
         Ok(Self {
             state,

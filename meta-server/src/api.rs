@@ -11,7 +11,17 @@
 //! | POST | `/meta/v1/admin/add-node`, `/remove-node` | Raft membership (`NodeRequest`) |
 //! | POST | `/meta/v1/admin/drain[?expectEpoch=N]` | `DrainRequest`: mark data servers draining |
 //! | POST | `/meta/v1/admin/settings[?expectEpoch=N]` | `ClusterSettings` |
+//! | GET | `/meta/v1/acl?afterRevision=N&timeoutMs=T` | blocking watch of the ACL, secrets included (members only) |
+//! | GET | `/meta/v1/admin/acl` | the ACL without secrets |
+//! | POST | `/meta/v1/admin/acl/put` | `AclPutRequest`: create a principal or set its permissions |
+//! | POST | `/meta/v1/admin/acl/delete` | `{"name"}`: remove a principal and its keys |
+//! | POST | `/meta/v1/admin/acl/key-create` | `{"principal"}` -> `{"keyId","secret"}` (shown once) |
+//! | POST | `/meta/v1/admin/acl/key-revoke` | `{"keyId"}` |
 //! | GET | `/health`, `/ready` | liveness, readiness |
+//!
+//! With auth on ([`access`]): health and readiness are public; `/meta/v1/admin/*` and
+//! `/meta/v1/status` need the cluster secret or an admin principal's key; everything else
+//! (membership, leases, views, the ACL watch, the Raft RPCs) needs the cluster secret.
 //!
 //! "Leader" means the serving leader ([`crate::raft::MetaRaft::serving_term`]): elsewhere,
 //! including on a leader cut off from its quorum, these answer `not_leader`, with the leader's
@@ -35,6 +45,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use registry_common::acl::{AccessKey, Acl, Permissions};
 use registry_common::error::{ApiError, ErrorCode};
 use registry_common::member::{ClusterSettings, Member, MemberId, Role};
 use registry_common::proto::meta::{
@@ -42,6 +53,7 @@ use registry_common::proto::meta::{
     RenewResponse, WatchQuery,
 };
 use registry_common::time::now_ms;
+use registry_rpc::auth::Access;
 use registry_rpc::server::not_found;
 use registry_rpc::{ApiJson, ErrorReply};
 use serde::de::DeserializeOwned;
@@ -71,12 +83,28 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/meta/v1/admin/remove-node", post(remove_node))
         .route("/meta/v1/admin/drain", post(drain))
         .route("/meta/v1/admin/settings", post(settings))
+        .route("/meta/v1/acl", get(acl_watch))
+        .route("/meta/v1/admin/acl", get(acl_show))
+        .route("/meta/v1/admin/acl/put", post(acl_put))
+        .route("/meta/v1/admin/acl/delete", post(acl_delete))
+        .route("/meta/v1/admin/acl/key-create", post(acl_key_create))
+        .route("/meta/v1/admin/acl/key-revoke", post(acl_key_revoke))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(ctx)
+}
+
+/// Who may call `path` when auth is on.
+pub fn access(path: &str) -> Access {
+    match path {
+        "/health" | "/ready" | "/metrics" => Access::Public,
+        "/meta/v1/status" => Access::Admin,
+        p if p.starts_with("/meta/v1/admin/") => Access::Admin,
+        _ => Access::Member,
+    }
 }
 
 async fn method_not_allowed() -> ErrorReply {
@@ -484,4 +512,157 @@ async fn settings(
     }
     let cmd = MetaCommand::UpdateSettings { settings };
     Ok(ApiJson(admin_write(&ctx, cmd, guard).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AclWatchQuery {
+    #[serde(default)]
+    after_revision: u64,
+    #[serde(default)]
+    timeout_ms: u64,
+}
+
+/// The ACL with secrets, once its revision is above `afterRevision` (or after the wait).
+async fn acl_watch(
+    State(ctx): State<Arc<Ctx>>,
+    ApiQuery(q): ApiQuery<AclWatchQuery>,
+) -> ApiJson<Acl> {
+    let wait = Duration::from_millis(q.timeout_ms).min(MAX_WATCH);
+    let mut rx = ctx.raft.watch_acl();
+    let _ = tokio::time::timeout(wait, rx.wait_for(|r| *r > q.after_revision)).await;
+    ApiJson(ctx.raft.with_state(|s| s.acl.clone()))
+}
+
+async fn acl_show(State(ctx): State<Arc<Ctx>>) -> ApiJson<Acl> {
+    ApiJson(ctx.raft.with_state(|s| s.acl.redacted()))
+}
+
+/// `POST /meta/v1/admin/acl/put`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AclPutRequest {
+    name: String,
+    #[serde(flatten)]
+    permissions: Permissions,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NameRequest {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyCreateRequest {
+    principal: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyRevokeRequest {
+    key_id: String,
+}
+
+/// The answer of ACL changes.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AclDone {
+    /// ACL revision after the change.
+    revision: u64,
+    /// A new key's id (key-create only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<String>,
+    /// A new key's secret, shown this once (key-create only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+/// Proposes an ACL command; a command the state machine refused is `failed_precondition`
+/// (or `not_found` for an unknown principal or key).
+async fn acl_write(ctx: &Ctx, cmd: MetaCommand) -> Result<u64, MetaError> {
+    require_leader(ctx)?;
+    let r = ctx.raft.write(cmd).await?;
+    if let Some(why) = r.refused {
+        return Err(if why.starts_with("no ") {
+            MetaError::NotFound(why)
+        } else {
+            MetaError::Precondition(why)
+        });
+    }
+    Ok(ctx.raft.with_state(|s| s.acl.revision))
+}
+
+async fn acl_put(
+    State(ctx): State<Arc<Ctx>>,
+    ApiJson(req): ApiJson<AclPutRequest>,
+) -> Result<ApiJson<AclDone>, ErrorReply> {
+    registry_common::acl::validate_name(&req.name)
+        .map_err(|e| MetaError::Invalid(e.to_string()))?;
+    req.permissions
+        .validate()
+        .map_err(|e| MetaError::Invalid(e.to_string()))?;
+    let revision = acl_write(
+        &ctx,
+        MetaCommand::AclPut {
+            name: req.name,
+            permissions: req.permissions,
+        },
+    )
+    .await?;
+    Ok(ApiJson(AclDone {
+        revision,
+        key_id: None,
+        secret: None,
+    }))
+}
+
+async fn acl_delete(
+    State(ctx): State<Arc<Ctx>>,
+    ApiJson(req): ApiJson<NameRequest>,
+) -> Result<ApiJson<AclDone>, ErrorReply> {
+    let revision = acl_write(&ctx, MetaCommand::AclDelete { name: req.name }).await?;
+    Ok(ApiJson(AclDone {
+        revision,
+        key_id: None,
+        secret: None,
+    }))
+}
+
+async fn acl_key_create(
+    State(ctx): State<Arc<Ctx>>,
+    ApiJson(req): ApiJson<KeyCreateRequest>,
+) -> Result<ApiJson<AclDone>, ErrorReply> {
+    let key_id = format!("{}.{}", req.principal, registry_common::auth::random_hex(6));
+    let secret = registry_common::auth::Secret::generate();
+    let revision = acl_write(
+        &ctx,
+        MetaCommand::AclAddKey {
+            principal: req.principal,
+            key: AccessKey {
+                id: key_id.clone(),
+                secret: secret.clone(),
+                created_ms: now_ms(),
+            },
+        },
+    )
+    .await?;
+    Ok(ApiJson(AclDone {
+        revision,
+        key_id: Some(key_id),
+        secret: Some(secret),
+    }))
+}
+
+async fn acl_key_revoke(
+    State(ctx): State<Arc<Ctx>>,
+    ApiJson(req): ApiJson<KeyRevokeRequest>,
+) -> Result<ApiJson<AclDone>, ErrorReply> {
+    let revision = acl_write(&ctx, MetaCommand::AclRevokeKey { key_id: req.key_id }).await?;
+    Ok(ApiJson(AclDone {
+        revision,
+        key_id: None,
+        secret: None,
+    }))
 }

@@ -64,6 +64,12 @@ pub struct MetaConfig {
     /// Largest request body, in bytes.
     #[arg(long, env = "REGISTRY_META_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// File with the first admin access key, `KEY_ID:SECRET`. Installed once, as principal
+    /// `admin`, by the first leader that has it; later changes go through `registryctl acl`.
+    #[arg(long = "admin-key-file", env = "REGISTRY_ADMIN_KEY_FILE")]
+    pub admin_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub security: registry_rpc::auth::SecurityArgs,
 }
 
 impl Default for MetaConfig {
@@ -82,6 +88,8 @@ impl Default for MetaConfig {
             raft_election_ms: 500,
             snapshot_every_logs: 1_000,
             max_body_bytes: 1024 * 1024,
+            admin_key_file: None,
+            security: registry_rpc::auth::SecurityArgs::default(),
         }
     }
 }

@@ -19,6 +19,9 @@ pub enum MetaError {
     StaleEpoch { expected: u64, current: u64 },
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// An ACL principal or key that does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// A well-formed request the cluster's current state does not allow.
     #[error("refused: {0}")]
     Precondition(String),
@@ -28,7 +31,9 @@ impl MetaError {
     pub fn code(&self) -> ErrorCode {
         match self {
             MetaError::Raft(e) => e.code(),
-            MetaError::UnknownMember(_) | MetaError::UnknownNode(_) => ErrorCode::NotFound,
+            MetaError::UnknownMember(_) | MetaError::UnknownNode(_) | MetaError::NotFound(_) => {
+                ErrorCode::NotFound
+            }
             MetaError::StaleEpoch { .. } => ErrorCode::StaleEpoch,
             MetaError::Invalid(_) => ErrorCode::InvalidArgument,
             MetaError::Precondition(_) => ErrorCode::FailedPrecondition,

@@ -5,11 +5,19 @@
 //! `--peers` initialises the cluster if, and only if, its directory is pristine. A restarted
 //! node finds its vote and log on disk and rejoins without initialising again. A node bound
 //! to one specific address also makes its Raft connections from that address.
+//!
+//! With a cluster secret, every route but health, readiness and metrics needs a signature
+//! (see [`crate::api::access`]); the node's guard follows the replicated ACL, and the first
+//! leader holding `--admin-key-file` installs that key as principal `admin`, once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use registry_common::acl::AccessKey;
+use registry_common::auth::Credential;
+use registry_rpc::auth::Guard;
+use registry_rpc::backoff::Backoff;
 use registry_rpc::server::{bind, serve, ServerTask, StartError};
 use registry_rpc::CancellationToken;
 
@@ -22,6 +30,8 @@ pub struct MetaState {
     pub config: MetaConfig,
     pub raft: MetaRaft,
     pub leases: Arc<Leases>,
+    /// Checks every request's credential; follows the replicated ACL.
+    pub guard: Arc<Guard>,
     /// Fires when the node stops.
     pub shutdown: CancellationToken,
 }
@@ -70,7 +80,18 @@ impl MetaServer {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             StartError::Other(format!("cannot create {}: {e}", config.data_dir.display()))
         })?;
+        let guard = config
+            .security
+            .guard("meta", &local.to_string())
+            .map_err(StartError::Other)?;
+        let admin_key = match &config.admin_key_file {
+            Some(path) => {
+                Some(Credential::from_file(path).map_err(|e| StartError::Other(e.to_string()))?)
+            }
+            None => None,
+        };
         let mut settings = config.raft_settings();
+        settings.signer = guard.signer();
         // Listening on one specific address: talk to peers from it too.
         settings.local_ip = Some(local.ip()).filter(|ip| !ip.is_unspecified());
         let raft = MetaRaft::open(
@@ -87,9 +108,19 @@ impl MetaServer {
             config,
             raft: raft.clone(),
             leases,
+            guard: guard.clone(),
             shutdown: shutdown.clone(),
         });
-        let router = crate::api::router(state.clone()).merge(raft.router());
+        tokio::spawn(follow_acl(state.clone()));
+        if let Some(key) = admin_key {
+            tokio::spawn(bootstrap_admin(state.clone(), key));
+        }
+        let router = registry_rpc::auth::protect(
+            crate::api::router(state.clone()).merge(raft.router()),
+            guard,
+            crate::api::access,
+            state.config.max_body_bytes.max(64 * 1024 * 1024),
+        );
         let server = serve(listener, router, shutdown.clone(), Duration::from_secs(1))
             .map_err(|e| StartError::Other(e.to_string()))?;
         let first = peers.keys().next().copied();
@@ -133,5 +164,53 @@ impl MetaServer {
         self.state.shutdown.cancel();
         let _ = self.server.join.await;
         let _ = self.state.raft.shutdown().await;
+    }
+}
+
+/// Keeps the node's guard on the applied ACL.
+async fn follow_acl(state: Arc<MetaState>) {
+    let mut rx = state.raft.watch_acl();
+    loop {
+        let acl = state.raft.with_state(|s| s.acl.clone());
+        state.guard.set_acl(&acl);
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = state.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Installs the first admin key once this node leads, unless the cluster already has one.
+async fn bootstrap_admin(state: Arc<MetaState>, key: Credential) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    loop {
+        if state.raft.with_state(|s| s.acl.bootstrapped) {
+            return;
+        }
+        if state.raft.serving_term().is_some() {
+            let cmd = crate::state::MetaCommand::AclBootstrap {
+                name: "admin".into(),
+                key: AccessKey {
+                    id: key.key_id.clone(),
+                    secret: String::from_utf8_lossy(key.secret.expose()).into_owned(),
+                    created_ms: registry_common::time::now_ms(),
+                },
+            };
+            match state.raft.write(cmd).await {
+                Ok(r) if r.changed => {
+                    tracing::info!(key = %key.key_id, "installed the first admin key");
+                    return;
+                }
+                Ok(r) => {
+                    tracing::info!("admin key not installed: {}", r.refused.unwrap_or_default());
+                    return;
+                }
+                Err(e) => tracing::debug!("cannot install the admin key yet: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = backoff.wait() => {}
+            _ = state.shutdown.cancelled() => return,
+        }
     }
 }

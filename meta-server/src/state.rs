@@ -1,4 +1,5 @@
-//! The replicated state machine of the MetaServer: members, epoch, slot table, settings.
+//! The replicated state machine of the MetaServer: members, epoch, slot table, settings,
+//! and the access control list (principals, keys, permissions).
 //!
 //! Commands are applied in log order on every meta node, so `apply` must be deterministic:
 //! it reads no clock (times come inside the command) and computes the slot table from the
@@ -6,6 +7,7 @@
 
 use std::collections::BTreeSet;
 
+use registry_common::acl::{AccessKey, Acl, Permissions};
 use registry_common::member::{ClusterSettings, ClusterView, Member, MemberId, Role};
 use registry_common::slot::SlotTable;
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,33 @@ pub enum MetaCommand {
     SetDraining { ids: Vec<MemberId>, draining: bool },
     /// Replaces the cluster settings.
     UpdateSettings { settings: ClusterSettings },
+    /// Creates a principal or replaces its permissions (its keys stay).
+    AclPut {
+        name: String,
+        permissions: Permissions,
+    },
+    /// Removes a principal and its keys.
+    AclDelete { name: String },
+    /// Gives a principal one more key (at most two).
+    AclAddKey { principal: String, key: AccessKey },
+    /// Revokes a key.
+    AclRevokeKey { key_id: String },
+    /// Installs the first admin principal, once in the cluster's life.
+    AclBootstrap { name: String, key: AccessKey },
+}
+
+impl MetaCommand {
+    /// Whether the command changes the ACL (its revision), not the cluster view (its epoch).
+    pub fn is_acl(&self) -> bool {
+        matches!(
+            self,
+            MetaCommand::AclPut { .. }
+                | MetaCommand::AclDelete { .. }
+                | MetaCommand::AclAddKey { .. }
+                | MetaCommand::AclRevokeKey { .. }
+                | MetaCommand::AclBootstrap { .. }
+        )
+    }
 }
 
 /// What applying a command produced.
@@ -37,6 +66,9 @@ pub struct MetaResponse {
     pub epoch: u64,
     /// Whether the command changed anything.
     pub changed: bool,
+    /// Why an ACL command changed nothing (unknown principal, key cap reached, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// The state machine's data. Serialised whole into snapshots.
@@ -47,10 +79,16 @@ pub struct MetaState {
     /// Data servers that are being drained (excluded from placement).
     #[serde(default)]
     pub draining: BTreeSet<MemberId>,
+    /// Principals, keys and permissions.
+    #[serde(default)]
+    pub acl: Acl,
 }
 
 impl MetaState {
     pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
+        if cmd.is_acl() {
+            return self.apply_acl(cmd);
+        }
         let changed = match cmd {
             MetaCommand::Register { member, now_ms } => self.register(member, *now_ms),
             MetaCommand::Remove { ids, .. } => {
@@ -86,6 +124,7 @@ impl MetaState {
                 self.view.settings = settings;
                 changed
             }
+            _ => false,
         };
         if changed {
             self.view.epoch += 1;
@@ -94,6 +133,51 @@ impl MetaState {
         MetaResponse {
             epoch: self.view.epoch,
             changed,
+            refused: None,
+        }
+    }
+
+    fn apply_acl(&mut self, cmd: &MetaCommand) -> MetaResponse {
+        let result = match cmd {
+            MetaCommand::AclPut { name, permissions } => {
+                self.acl.put(name, permissions.clone()).map(|_| ())
+            }
+            MetaCommand::AclDelete { name } => self.acl.delete(name),
+            MetaCommand::AclAddKey { principal, key } => self.acl.add_key(principal, key.clone()),
+            MetaCommand::AclRevokeKey { key_id } => self.acl.revoke_key(key_id),
+            MetaCommand::AclBootstrap { name, key } => {
+                if self.acl.bootstrapped {
+                    return self.unchanged(Some("already bootstrapped".into()));
+                }
+                let admin = Permissions {
+                    admin: true,
+                    ..Permissions::default()
+                };
+                self.acl.bootstrapped = true;
+                self.acl
+                    .put(name, admin)
+                    .and_then(|_| self.acl.add_key(name, key.clone()))
+            }
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                self.acl.revision += 1;
+                MetaResponse {
+                    epoch: self.view.epoch,
+                    changed: true,
+                    refused: None,
+                }
+            }
+            Err(e) => self.unchanged(Some(e.to_string())),
+        }
+    }
+
+    fn unchanged(&self, refused: Option<String>) -> MetaResponse {
+        MetaResponse {
+            epoch: self.view.epoch,
+            changed: false,
+            refused,
         }
     }
 
@@ -165,7 +249,8 @@ mod tests {
             r,
             MetaResponse {
                 epoch: 1,
-                changed: true
+                changed: true,
+                refused: None,
             }
         );
         assert!(s.view.slots.slots.iter().all(|a| a.primary.is_some()));

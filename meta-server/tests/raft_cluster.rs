@@ -33,6 +33,7 @@ fn settings() -> RaftSettings {
         snapshot_every_logs: 1000,
         rpc_timeout_ms: 500,
         local_ip: None,
+        signer: None,
     }
 }
 

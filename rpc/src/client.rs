@@ -1,10 +1,12 @@
 //! HTTP/JSON client for server-to-server calls.
 //!
 //! One [`HttpClient`] per process keeps connections alive per peer. Every call has a timeout;
-//! a non-2xx answer is decoded into the peer's [`ApiError`] when it sent one.
+//! a non-2xx answer is decoded into the peer's [`ApiError`] when it sent one. A client made
+//! [`HttpClient::with_signer`] signs every request (see `registry_common::auth`).
 
 use std::time::Duration;
 
+use registry_common::auth::Credential;
 use registry_common::error::{ApiError, ErrorCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -58,6 +60,8 @@ pub struct HttpClient {
     inner: reqwest::Client,
     /// Timeout of calls that do not name their own.
     default_timeout: Duration,
+    /// Signs every request when set (the cluster secret, or an operator's access key).
+    signer: Option<Credential>,
 }
 
 impl HttpClient {
@@ -73,7 +77,33 @@ impl HttpClient {
         Self {
             inner,
             default_timeout,
+            signer: None,
         }
+    }
+
+    /// This client, signing every request with `signer` (none: unsigned).
+    pub fn with_signer(mut self, signer: Option<Credential>) -> Self {
+        self.signer = signer;
+        self
+    }
+
+    pub fn signer(&self) -> Option<&Credential> {
+        self.signer.as_ref()
+    }
+
+    fn sign(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> reqwest::RequestBuilder {
+        if let Some(signer) = &self.signer {
+            for (name, value) in signer.sign_request(method, path_and_query, body).pairs() {
+                request = request.header(name, value);
+            }
+        }
+        request
     }
 
     pub fn default_timeout(&self) -> Duration {
@@ -104,8 +134,8 @@ impl HttpClient {
             .inner
             .post(format!("http://{addr}{path}"))
             .header("content-type", "application/json")
-            .body(body)
             .timeout(timeout);
+        let request = self.sign(request, "POST", path, &body).body(body);
         Self::finish(request, timeout).await
     }
 
@@ -120,6 +150,7 @@ impl HttpClient {
             .inner
             .get(format!("http://{addr}{path_and_query}"))
             .timeout(timeout);
+        let request = self.sign(request, "GET", path_and_query, b"");
         Self::finish(request, timeout).await
     }
 

@@ -3,12 +3,15 @@
 //! - [`client`]: the HTTP/JSON client (keep-alive, timeouts, typed errors) for server-to-server calls.
 //! - [`server`]: axum helpers: a JSON extractor with typed rejections, the error reply that maps
 //!   an [`registry_common::ApiError`] to its HTTP status, binding and serving with graceful shutdown.
+//! - [`auth`]: the security flags, the credential [`auth::Guard`] and the middleware that
+//!   puts a router behind it.
 //! - [`backoff`]: exponential backoff with full jitter for every retry loop.
 //! - [`meta_client`]: talking to the MetaServer: register, renew, watch the cluster view,
 //!   following the leader; [`membership`] keeps a server joined and its view current.
 //! - [`metrics`]: the Prometheus registry and `/metrics` rendering.
 //! - [`runtime`]: logging setup and the shutdown signal of every binary.
 
+pub mod auth;
 pub mod backoff;
 pub mod client;
 pub mod membership;

@@ -7,7 +7,9 @@
 //! `tokio::sync::watch` channel. A third loop keeps a WebSocket heartbeat open to the meta
 //! leader: when this process dies the kernel closes it, and the leader removes the member
 //! after a short grace instead of a whole lease later. Servers read the current view with [`Membership::view`]
-//! and react to changes through [`Membership::subscribe`].
+//! and react to changes through [`Membership::subscribe`]. With auth on, a fourth loop keeps
+//! the server's [`Guard`] on the newest ACL (fetched once before `join` returns, so the first
+//! client is checked against it) and announces each revision on [`Membership::acl_revisions`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use registry_common::member::{ClusterView, Member};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Guard;
 use crate::backoff::Backoff;
 use crate::client::RpcError;
 use crate::meta_client::MetaClient;
@@ -32,6 +35,8 @@ pub struct Membership {
     view_tx: Arc<watch::Sender<Arc<ClusterView>>>,
     /// Stops the loops (child of the server's shutdown token).
     stop: CancellationToken,
+    /// The ACL revision the guard holds, after every change.
+    acl_tx: Arc<watch::Sender<u64>>,
 }
 
 impl Membership {
@@ -40,6 +45,7 @@ impl Membership {
     pub async fn join(
         meta: Arc<MetaClient>,
         member: Member,
+        guard: Arc<Guard>,
         shutdown: &CancellationToken,
     ) -> Result<Self, RpcError> {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
@@ -76,11 +82,34 @@ impl Membership {
             renew,
             stop.clone(),
         ));
+        let (acl_tx, _) = watch::channel(0);
+        let acl_tx = Arc::new(acl_tx);
+        if guard.enabled() {
+            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+            loop {
+                match meta.acl(0, Duration::ZERO).await {
+                    Ok(acl) => {
+                        guard.set_acl(&acl);
+                        acl_tx.send_replace(acl.revision);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(member = %member.id, "cannot read the ACL yet: {e}");
+                        tokio::select! {
+                            _ = backoff.wait() => {}
+                            _ = shutdown.cancelled() => return Err(e),
+                        }
+                    }
+                }
+            }
+            tokio::spawn(acl_loop(meta.clone(), guard, acl_tx.clone(), stop.clone()));
+        }
         Ok(Self {
             member,
             meta,
             view_tx,
             stop,
+            acl_tx,
         })
     }
 
@@ -96,6 +125,11 @@ impl Membership {
     /// A receiver that wakes on every newer view.
     pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterView>> {
         self.view_tx.subscribe()
+    }
+
+    /// A receiver that wakes on every newer ACL revision installed in the guard.
+    pub fn acl_revisions(&self) -> watch::Receiver<u64> {
+        self.acl_tx.subscribe()
     }
 
     /// Asks the meta for its current view now and publishes it if newer (after a peer said
@@ -196,6 +230,42 @@ async fn watch_loop(
     }
 }
 
+/// Keeps `guard` on the newest ACL.
+async fn acl_loop(
+    meta: Arc<MetaClient>,
+    guard: Arc<Guard>,
+    acl_tx: Arc<watch::Sender<u64>>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    loop {
+        let after = guard.acl_revision();
+        let answer = tokio::select! {
+            r = meta.acl(after, WATCH_WAIT) => r,
+            _ = stop.cancelled() => return,
+        };
+        match answer {
+            Ok(acl) => {
+                backoff.reset();
+                if acl.revision > after {
+                    let revoked = guard.set_acl(&acl);
+                    if !revoked.is_empty() {
+                        tracing::info!(revision = acl.revision, keys = ?revoked, "access keys revoked");
+                    }
+                    acl_tx.send_replace(acl.revision);
+                }
+            }
+            Err(e) => {
+                tracing::debug!("ACL watch failed: {e}");
+                tokio::select! {
+                    _ = backoff.wait() => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
 /// Keeps a heartbeat WebSocket open to the meta leader, following redirects.
 async fn heartbeat_loop(
     meta: Arc<MetaClient>,
@@ -214,10 +284,14 @@ async fn heartbeat_loop(
             None => meta.candidates(),
         };
         for addr in candidates {
-            let url = format!("ws://{addr}/meta/v1/heartbeat?id={}", id.as_str());
+            let path = format!("/meta/v1/heartbeat?id={}", id.as_str());
+            let Ok(request) = signed_upgrade(&format!("ws://{addr}{path}"), &path, meta.signer())
+            else {
+                continue;
+            };
             let connect = tokio::time::timeout(
                 Duration::from_secs(2),
-                tokio_tungstenite::connect_async(url),
+                tokio_tungstenite::connect_async(request),
             );
             let mut ws = tokio::select! {
                 r = connect => match r {
@@ -264,4 +338,26 @@ async fn heartbeat_loop(
             _ = stop.cancelled() => return,
         }
     }
+}
+
+/// A WebSocket upgrade request for `url`, signed when `signer` is set.
+fn signed_upgrade(
+    url: &str,
+    path_and_query: &str,
+    signer: Option<&registry_common::auth::Credential>,
+) -> Result<
+    tokio_tungstenite::tungstenite::handshake::client::Request,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let mut request = url.into_client_request()?;
+    if let Some(signer) = signer {
+        for (name, value) in signer.sign_request("GET", path_and_query, b"").pairs() {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                request.headers_mut().insert(name, v);
+            }
+        }
+    }
+    Ok(request)
 }

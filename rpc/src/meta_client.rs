@@ -37,6 +37,11 @@ impl MetaClient {
         }
     }
 
+    /// What this client signs with, if anything.
+    pub fn signer(&self) -> Option<&registry_common::auth::Credential> {
+        self.http.signer()
+    }
+
     pub fn addrs(&self) -> &[String] {
         &self.addrs
     }
@@ -110,6 +115,28 @@ impl MetaClient {
     pub async fn deregister(&self, id: &MemberId) -> Result<RenewResponse, RpcError> {
         self.call("/meta/v1/deregister", &MemberRequest { id: id.clone() })
             .await
+    }
+
+    /// The ACL once its revision is above `after_revision`, or the current one after `wait`
+    /// (secrets included: only cluster members may read it).
+    pub async fn acl(
+        &self,
+        after_revision: u64,
+        wait: Duration,
+    ) -> Result<registry_common::acl::Acl, RpcError> {
+        let path = format!(
+            "/meta/v1/acl?afterRevision={after_revision}&timeoutMs={}",
+            wait.as_millis()
+        );
+        let timeout = wait + Duration::from_secs(2);
+        let mut last = RpcError::Unreachable("no meta server configured".into());
+        for addr in self.candidates() {
+            match self.http.get(&addr, &path, timeout).await {
+                Ok(acl) => return Ok(acl),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// The cluster view once its epoch is above `after_epoch`, or the current one after `wait`.

@@ -6,6 +6,10 @@
 //! | POST | `/session/v1/changes` | `ChangeBatch` from a data server -> `{}` |
 //! | GET | `/session/v1/status` | connections, publishers, subscriptions, pending writes |
 //! | GET | `/health`, `/ready`, `/metrics` | liveness, readiness, Prometheus |
+//!
+//! With auth on ([`access`]) the client WebSocket is public at the HTTP level (its `hello`
+//! carries the client's signature), `/session/v1/status` needs the cluster secret or an admin
+//! key, and `/session/v1/changes` the cluster secret.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use registry_common::proto::data::ChangeBatch;
+use registry_rpc::auth::Access;
 use registry_rpc::server::not_found;
 use registry_rpc::{ApiJson, ErrorReply};
 use serde::Serialize;
@@ -30,6 +35,18 @@ const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Bytes of frames buffered before the codec writes them out.
 const WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
+/// Largest HTTP body (a change batch with inline datums).
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Who may call `path` when auth is on.
+pub fn access(path: &str) -> Access {
+    match path {
+        "/ws" | "/health" | "/ready" | "/metrics" => Access::Public,
+        "/session/v1/status" => Access::Admin,
+        _ => Access::Member,
+    }
+}
+
 pub fn router(state: Arc<SessionState>) -> Router {
     Router::new()
         .route("/ws", get(ws))
@@ -39,7 +56,7 @@ pub fn router(state: Arc<SessionState>) -> Router {
         .route("/ready", get(|| async { "ready" }))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 

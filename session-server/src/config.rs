@@ -84,6 +84,8 @@ pub struct SessionConfig {
     /// Most ops or ids in one request to a data server.
     #[arg(long, env = "REGISTRY_SESSION_MAX_BATCH", default_value_t = 2_000)]
     pub max_batch: usize,
+    #[command(flatten)]
+    pub security: registry_rpc::auth::SecurityArgs,
 }
 
 impl Default for SessionConfig {
@@ -105,6 +107,7 @@ impl Default for SessionConfig {
             max_merge_window_ms: 1_000,
             empty_protection_ms: 3_000,
             shutdown_wait_ms: 10_000,
+            security: registry_rpc::auth::SecurityArgs::default(),
         }
     }
 }

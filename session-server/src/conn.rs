@@ -174,12 +174,39 @@ fn handle_text(ctx: &Arc<SessionState>, conn: &Arc<Conn>, text: &str) {
     match dispatch(ctx, conn, frame) {
         Ok(Some(reply)) => send(conn, &reply),
         Ok(None) => {}
-        Err(e) => reply_error(ctx, conn, req_id, e.into()),
+        Err(e) => {
+            // A client that cannot prove who it is gets one answer, then the door.
+            let close = matches!(e, SessionError::Unauthenticated(_));
+            reply_error(ctx, conn, req_id, e.into());
+            if close {
+                ctx.metrics
+                    .closed
+                    .with_label_values(&["unauthenticated"])
+                    .inc();
+                conn.outbox.close_signal().close(4001, "not authenticated");
+            }
+        }
     }
 }
 
-/// The one place a client request is authorised (blacklist today; credentials later).
-fn authorize(ctx: &SessionState, conn: &Conn, app: &str) -> Result<(), SessionError> {
+/// What a client asks to do, for [`authorize`].
+#[derive(Clone, Copy)]
+enum Action<'a> {
+    Connect,
+    Publish(&'a DataInfoId),
+    Subscribe(&'a DataInfoId),
+}
+
+/// The one place a client request is authorised: the blacklist, then (with auth on) the
+/// permissions of the principal whose key signed the connection's `hello`, which must still
+/// be valid.
+fn authorize(
+    ctx: &SessionState,
+    conn: &Conn,
+    hello: Option<&Hello>,
+    app: &str,
+    action: Action<'_>,
+) -> Result<(), SessionError> {
     let view = ctx.membership.view();
     let ip = conn.remote.ip().to_string();
     let listed = view
@@ -190,7 +217,65 @@ fn authorize(ctx: &SessionState, conn: &Conn, app: &str) -> Result<(), SessionEr
     if listed {
         return Err(SessionError::Forbidden(format!("{ip} is blacklisted")));
     }
+    if !ctx.guard.enabled() {
+        return Ok(());
+    }
+    let Some(hello) = hello else {
+        return Ok(());
+    };
+    if let Some(key) = &hello.key_id {
+        if !ctx.guard.key_is_valid(key) {
+            return Err(SessionError::Unauthenticated(format!(
+                "access key `{key}` was revoked"
+            )));
+        }
+    }
+    let Some(grants) = &hello.grants else {
+        return Err(SessionError::Unauthenticated(
+            "no verified access key".into(),
+        ));
+    };
+    let allowed = match action {
+        Action::Connect => true,
+        Action::Publish(id) => grants.may_publish(id),
+        Action::Subscribe(id) => grants.may_subscribe(id),
+    };
+    if !allowed {
+        let (what, id) = match action {
+            Action::Publish(id) => ("publish", id),
+            Action::Subscribe(id) => ("subscribe to", id),
+            Action::Connect => unreachable!("connecting is always allowed"),
+        };
+        return Err(SessionError::Forbidden(format!(
+            "principal `{}` may not {what} {id}",
+            grants.principal
+        )));
+    }
     Ok(())
+}
+
+/// Closes every connection whose access key was revoked, after every ACL change.
+pub async fn close_revoked(ctx: Arc<SessionState>) {
+    if !ctx.guard.enabled() {
+        return;
+    }
+    let mut revisions = ctx.membership.acl_revisions();
+    loop {
+        tokio::select! {
+            changed = revisions.changed() => if changed.is_err() { return },
+            _ = ctx.shutdown.cancelled() => return,
+        }
+        for conn in ctx.registry.conns() {
+            let Some(key) = conn.hello.get().and_then(|h| h.key_id.clone()) else {
+                continue;
+            };
+            if !ctx.guard.key_is_valid(&key) {
+                tracing::info!(conn = conn.id, remote = %conn.remote, %key, "closing: access key revoked");
+                ctx.metrics.closed.with_label_values(&["key_revoked"]).inc();
+                conn.outbox.close_signal().close(4001, "access key revoked");
+            }
+        }
+    }
 }
 
 fn dispatch(
@@ -205,6 +290,7 @@ fn dispatch(
             client_id,
             zone,
             app,
+            auth,
         } => {
             if protocol != PROTOCOL_VERSION {
                 return Err(SessionError::Protocol(protocol, PROTOCOL_VERSION));
@@ -212,14 +298,27 @@ fn dispatch(
             if ctx.draining.load(std::sync::atomic::Ordering::Acquire) {
                 return Err(SessionError::ShuttingDown);
             }
+            if conn.hello.get().is_some() {
+                return Err(SessionError::DuplicateHello);
+            }
             validate_part("clientId", &client_id)?;
-            authorize(ctx, conn, &app)?;
+            let grants = ctx
+                .guard
+                .verify_hello(&client_id, auth.as_ref())
+                .map_err(|e| SessionError::Unauthenticated(e.to_string()))?;
+            let hello = Hello {
+                client_id: match &grants {
+                    Some(g) => format!("{}:{client_id}", g.principal),
+                    None => client_id,
+                },
+                zone,
+                app,
+                key_id: grants.as_ref().and(auth.map(|a| a.key_id)),
+                grants,
+            };
+            authorize(ctx, conn, Some(&hello), &hello.app, Action::Connect)?;
             conn.hello
-                .set(Hello {
-                    client_id,
-                    zone,
-                    app,
-                })
+                .set(hello)
                 .map_err(|_| SessionError::DuplicateHello)?;
             Ok(Some(ServerFrame::Welcome {
                 req_id,
@@ -239,8 +338,8 @@ fn dispatch(
             version,
         } => {
             let hello = conn.hello.get().ok_or(SessionError::NoHello)?;
-            authorize(ctx, conn, &hello.app)?;
             let id = DataInfoId::new(&data_id, instance_id.as_deref(), group.as_deref())?;
+            authorize(ctx, conn, Some(hello), &hello.app, Action::Publish(&id))?;
             let ops = ctx.registry.register_publisher(
                 conn,
                 Registration {
@@ -268,9 +367,9 @@ fn dispatch(
             known_version,
         } => {
             let hello = conn.hello.get().ok_or(SessionError::NoHello)?;
-            authorize(ctx, conn, &hello.app)?;
             validate_part("registId", &regist_id)?;
             let id = DataInfoId::new(&data_id, instance_id.as_deref(), group.as_deref())?;
+            authorize(ctx, conn, Some(hello), &hello.app, Action::Subscribe(&id))?;
             let previous = conn
                 .subscribers
                 .lock()

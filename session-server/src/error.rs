@@ -23,6 +23,14 @@ pub enum SessionError {
     },
     #[error("client is not allowed: {0}")]
     Forbidden(String),
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+    /// The connection (or session) holds as much as its cap allows.
+    #[error("limit reached: {0}")]
+    LimitExceeded(String),
+    /// The connection registers faster than its rate limit.
+    #[error("too many registrations per second on this connection; slow down")]
+    RateLimited,
     #[error("this session server is shutting down; connect to another")]
     ShuttingDown,
 }
@@ -37,6 +45,9 @@ impl SessionError {
             }
             SessionError::Unknown { .. } => ErrorCode::NotFound,
             SessionError::Forbidden(_) => ErrorCode::Forbidden,
+            SessionError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            SessionError::LimitExceeded(_) => ErrorCode::LimitExceeded,
+            SessionError::RateLimited => ErrorCode::RateLimited,
             SessionError::ShuttingDown => ErrorCode::Unavailable,
         }
     }

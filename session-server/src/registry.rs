@@ -25,12 +25,18 @@ use crate::outbox::Outbox;
 
 pub type ConnId = u64;
 
-/// What the client said in `hello`.
+/// What the client said in `hello`, and who it proved to be.
 #[derive(Debug, Clone)]
 pub struct Hello {
+    /// The client's identity as the registry keys its publishers: with auth on,
+    /// `{principal}:{clientId}`, so no principal can name another's publishers.
     pub client_id: String,
     pub zone: String,
     pub app: String,
+    /// The access key that signed the `hello` (auth on only).
+    pub key_id: Option<String>,
+    /// What the key's principal may do (auth on only).
+    pub grants: Option<Arc<registry_common::acl::Grants>>,
 }
 
 /// One client connection.

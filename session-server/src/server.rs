@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use registry_common::member::{Member, MemberId, Role};
 use registry_common::proto::client::ServerFrame;
+use registry_rpc::auth::Guard;
 use registry_rpc::membership::Membership;
 use registry_rpc::meta_client::MetaClient;
 use registry_rpc::server::{bind, serve, ServerTask, StartError};
@@ -45,6 +46,8 @@ pub struct SessionState {
     pub draining: AtomicBool,
     /// Fault injection for tests and drills.
     pub faults: Faults,
+    /// Checks cluster signatures and client `hello`s; follows the ACL.
+    pub guard: Arc<Guard>,
 }
 
 /// Switches for fault-injection tests and chaos drills; all off in normal operation.
@@ -68,6 +71,10 @@ impl SessionServer {
     ) -> Result<Self, StartError> {
         // Our own stop must not stop other servers sharing the caller's token.
         let shutdown = shutdown.child_token();
+        let guard = config
+            .security
+            .guard("session", &config.listen)
+            .map_err(StartError::Other)?;
         let listener = bind(&config.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -82,7 +89,7 @@ impl SessionServer {
             .advertise
             .clone()
             .unwrap_or_else(|| local.to_string());
-        let http = HttpClient::new(config.rpc_timeout());
+        let http = HttpClient::new(config.rpc_timeout()).with_signer(guard.signer());
         let meta = Arc::new(MetaClient::new(http.clone(), config.meta.clone()));
         let id = MemberId::generate(Role::Session, &advertise);
         let member = Member {
@@ -92,8 +99,9 @@ impl SessionServer {
             zone: config.zone.clone(),
             registered_at_ms: 0,
         };
-        let membership = Arc::new(Membership::join(meta, member, &shutdown).await?);
+        let membership = Arc::new(Membership::join(meta, member, guard.clone(), &shutdown).await?);
         let metrics = SessionMetrics::new();
+        registry_rpc::metrics::register(&metrics.registry, &guard.refused_metric());
         let forwarder = Forwarder::new(
             http.clone(),
             membership.clone(),
@@ -128,19 +136,22 @@ impl SessionServer {
             shutdown: shutdown.clone(),
             draining: AtomicBool::new(false),
             faults: Faults::default(),
+            guard: guard.clone(),
         });
+        tokio::spawn(crate::conn::close_revoked(state.clone()));
         tokio::spawn(follow_view(state.clone()));
         tokio::spawn(crate::reconcile::run(
             state.clone(),
             Duration::from_millis(state.config.reconcile_interval_ms.max(10)),
         ));
-        let server = serve(
-            listener,
+        let router = registry_rpc::auth::protect(
             crate::api::router(state.clone()),
-            shutdown,
-            Duration::from_secs(2),
-        )
-        .map_err(|e| StartError::Other(e.to_string()))?;
+            guard,
+            crate::api::access,
+            crate::api::MAX_BODY_BYTES,
+        );
+        let server = serve(listener, router, shutdown, Duration::from_secs(2))
+            .map_err(|e| StartError::Other(e.to_string()))?;
         tracing::info!(id = %state.id, addr = %server.local_addr, "session server started");
         Ok(Self { state, server })
     }

@@ -30,6 +30,9 @@ pub enum ClientFrame {
         zone: String,
         #[serde(default)]
         app: String,
+        /// Proof that the client holds an access key (required when the cluster has auth on).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<crate::auth::HelloAuth>,
     },
     /// Register, or replace with a higher `version`, one publisher.
     RegisterPublisher {
@@ -166,6 +169,7 @@ struct WireClientFrame {
     client_id: Option<String>,
     zone: Option<String>,
     app: Option<String>,
+    auth: Option<crate::auth::HelloAuth>,
     regist_id: Option<String>,
     data_id: Option<String>,
     instance_id: Option<String>,
@@ -194,6 +198,7 @@ impl WireClientFrame {
                 client_id: self.client_id.ok_or_else(|| missing("clientId"))?,
                 zone: self.zone.unwrap_or_default(),
                 app: self.app.unwrap_or_default(),
+                auth: self.auth,
             },
             "register_publisher" => ClientFrame::RegisterPublisher {
                 req_id: req_id?,
@@ -433,6 +438,12 @@ mod tests {
             client_id: "c".into(),
             zone: String::new(),
             app: String::new(),
+            auth: Some(crate::auth::HelloAuth {
+                key_id: "k".into(),
+                timestamp_ms: 5,
+                nonce: "n".into(),
+                signature: "00".into(),
+            }),
         };
         assert_eq!(
             ClientFrame::decode(&serde_json::to_string(&hello).unwrap()).unwrap(),

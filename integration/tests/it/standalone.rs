@@ -13,6 +13,7 @@ fn config(dir: &std::path::Path) -> StandaloneConfig {
         meta_port: 0,
         data_port: 0,
         session_port: 0,
+        ..StandaloneConfig::default()
     }
 }
 

@@ -96,6 +96,9 @@ pub struct RaftSettings {
     /// firewalls, and the fault-injecting proxies of the tests) can tell nodes apart by source.
     #[serde(default)]
     pub local_ip: Option<IpAddr>,
+    /// Signs every Raft RPC (the cluster secret); `None` with auth off.
+    #[serde(skip)]
+    pub signer: Option<registry_common::auth::Credential>,
 }
 
 impl Default for RaftSettings {
@@ -107,6 +110,7 @@ impl Default for RaftSettings {
             snapshot_every_logs: 1000,
             rpc_timeout_ms: 1000,
             local_ip: None,
+            signer: None,
         }
     }
 }
@@ -261,6 +265,7 @@ impl MetaRaft {
             node_id,
             Duration::from_millis(settings.rpc_timeout_ms),
             settings.local_ip,
+            settings.signer.clone(),
         )
         .map_err(|e| RaftError::Other(format!("http client: {e}")))?;
         let raft = openraft::Raft::new(node_id, Arc::new(config), network, log_store, sm).await?;
@@ -375,6 +380,11 @@ impl MetaRaft {
     /// snapshot install, and already recovered when `open` returns.
     pub fn watch_epoch(&self) -> watch::Receiver<u64> {
         self.inner.sm.epoch_tx.subscribe()
+    }
+
+    /// The ACL revision of the applied state, updated like [`Self::watch_epoch`].
+    pub fn watch_acl(&self) -> watch::Receiver<u64> {
+        self.inner.sm.acl_tx.subscribe()
     }
 
     /// The current Raft status of this node.

@@ -2,7 +2,8 @@
 //! `RaftNetworkV2` over HTTP/JSON with reqwest, plus the wire paths and the snapshot message
 //! shared with the server side ([`crate::raft::api`]).
 //!
-//! Every call is `POST http://{addr}/raft/<rpc>` with a JSON body and a timeout. Failures are
+//! Every call is `POST http://{addr}/raft/<rpc>` with a JSON body and a timeout, signed with
+//! the cluster secret when auth is on. Failures are
 //! classified the way openraft's backoff expects: a connection that cannot be made (refused,
 //! no route, connect timeout) or a peer whose Raft is stopped is `Unreachable` (openraft backs
 //! off at once); a request that ran out of time is `Timeout`; anything else (a 4xx/5xx answer,
@@ -62,6 +63,8 @@ pub struct NetworkFactory {
     client: reqwest::Client,
     /// The least time an RPC may take before it fails with `Timeout`.
     rpc_timeout: Duration,
+    /// Signs every RPC when set.
+    signer: Option<registry_common::auth::Credential>,
 }
 
 impl NetworkFactory {
@@ -70,6 +73,7 @@ impl NetworkFactory {
         id: NodeId,
         rpc_timeout: Duration,
         local_ip: Option<IpAddr>,
+        signer: Option<registry_common::auth::Credential>,
     ) -> Result<Self, reqwest::Error> {
         // Peers are reached directly: a proxy from the environment (`HTTP_PROXY`) must never
         // sit between meta nodes.
@@ -84,6 +88,7 @@ impl NetworkFactory {
             id,
             client,
             rpc_timeout,
+            signer,
         })
     }
 }
@@ -98,6 +103,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             base: format!("http://{}", node.addr),
             client: self.client.clone(),
             rpc_timeout: self.rpc_timeout,
+            signer: self.signer.clone(),
         }
     }
 }
@@ -114,6 +120,8 @@ pub struct NetworkClient {
     client: reqwest::Client,
     /// The least time an RPC may take; openraft's own TTL is used when it is longer.
     rpc_timeout: Duration,
+    /// Signs every RPC when set.
+    signer: Option<registry_common::auth::Credential>,
 }
 
 /// Why an RPC failed, before it is shaped into the error type each openraft method wants.
@@ -155,13 +163,19 @@ impl NetworkClient {
         Resp: DeserializeOwned,
     {
         let url = format!("{}{}", self.base, path);
-        let sent = self
+        let body = serde_json::to_vec(body)
+            .map_err(|e| CallError::Network(format!("{url}: cannot encode: {e}")))?;
+        let mut request = self
             .client
             .post(&url)
             .timeout(timeout)
-            .json(body)
-            .send()
-            .await;
+            .header("content-type", "application/json");
+        if let Some(signer) = &self.signer {
+            for (name, value) in signer.sign_request("POST", path, &body).pairs() {
+                request = request.header(name, value);
+            }
+        }
+        let sent = request.body(body).send().await;
         let resp = match sent {
             Ok(resp) => resp,
             Err(e) => return Err(classify(&e, timeout, &url)),

@@ -45,18 +45,32 @@ pub(crate) struct SmShared {
     /// The epoch of `data.state`, sent after every apply that changed it and after every
     /// snapshot install (including the one openraft does at startup).
     pub(crate) epoch_tx: watch::Sender<u64>,
+    /// The ACL revision of `data.state`, sent like the epoch.
+    pub(crate) acl_tx: watch::Sender<u64>,
 }
 
 impl SmShared {
     fn new() -> Self {
         let (epoch_tx, _) = watch::channel(0);
+        let (acl_tx, _) = watch::channel(0);
         Self {
             data: RwLock::new(SmData::default()),
             epoch_tx,
+            acl_tx,
         }
     }
 
-    /// Publishes the current epoch if it differs from the last one published.
+    /// Publishes the current epoch and ACL revision where they differ from the last ones
+    /// published.
+    fn publish(&self, epoch: u64, acl_revision: u64) {
+        self.publish_epoch(epoch);
+        self.acl_tx.send_if_modified(|current| {
+            let changed = *current != acl_revision;
+            *current = acl_revision;
+            changed
+        });
+    }
+
     fn publish_epoch(&self, epoch: u64) {
         self.epoch_tx.send_if_modified(|current| {
             if *current == epoch {
@@ -175,14 +189,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 match entry.payload {
                     EntryPayload::Blank => MetaResponse {
                         epoch: data.state.view.epoch,
-                        changed: false,
+                        ..MetaResponse::default()
                     },
                     EntryPayload::Normal(req) => match req.expect_epoch {
                         // A guarded command decided on another epoch: refused, nothing changes.
                         // The caller tells this from a no-op by the epoch in the response.
                         Some(expected) if expected != data.state.view.epoch => MetaResponse {
                             epoch: data.state.view.epoch,
-                            changed: false,
+                            ..MetaResponse::default()
                         },
                         _ => data.state.apply(&req.cmd),
                     },
@@ -191,7 +205,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             StoredMembership::new(Some(entry.log_id), membership);
                         MetaResponse {
                             epoch: data.state.view.epoch,
-                            changed: false,
+                            ..MetaResponse::default()
                         }
                     }
                 }
@@ -200,8 +214,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 responder.send(response);
             }
         }
-        let epoch = self.shared.data.read().state.view.epoch;
-        self.shared.publish_epoch(epoch);
+        let (epoch, acl) = {
+            let data = self.shared.data.read();
+            (data.state.view.epoch, data.state.acl.revision)
+        };
+        self.shared.publish(epoch, acl);
         result
     }
 
@@ -218,6 +235,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // record of the purged part.
         self.persist_snapshot(meta, &snapshot).await?;
         let epoch = snapshot.view.epoch;
+        let acl = snapshot.acl.revision;
         {
             let mut data = self.shared.data.write();
             *data = SmData {
@@ -226,7 +244,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 state: snapshot,
             };
         }
-        self.shared.publish_epoch(epoch);
+        self.shared.publish(epoch, acl);
         Ok(())
     }
 

@@ -74,6 +74,15 @@ impl fmt::Display for MetaRequest {
                 write!(f, "set_draining({ids:?}, {draining})")?;
             }
             MetaCommand::UpdateSettings { .. } => write!(f, "update_settings")?,
+            MetaCommand::AclPut { name, .. } => write!(f, "acl_put({name})")?,
+            MetaCommand::AclDelete { name } => write!(f, "acl_delete({name})")?,
+            MetaCommand::AclAddKey { principal, key } => {
+                write!(f, "acl_add_key({principal}, {})", key.id)?
+            }
+            MetaCommand::AclRevokeKey { key_id } => write!(f, "acl_revoke_key({key_id})")?,
+            MetaCommand::AclBootstrap { name, key } => {
+                write!(f, "acl_bootstrap({name}, {})", key.id)?
+            }
         }
         match self.expect_epoch {
             Some(epoch) => write!(f, " if epoch={epoch}"),
