@@ -129,3 +129,59 @@ async fn registryctl_pub_and_sub_against_registry_standalone() {
     assert_eq!(servers[0]["status"]["primarySlots"], 256);
     assert_eq!(servers[0]["addr"], format!("127.0.0.1:{data}"));
 }
+
+/// Waits for `child` to exit; returns its status and what it wrote to stderr.
+async fn exit_of(child: Child) -> (std::process::ExitStatus, String) {
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("exits within the deadline")
+        .expect("waitable");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn standalone_on(host: &str, dir: &std::path::Path, ports: (u16, u16, u16)) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_registry"));
+    cmd.arg("standalone")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--host", host])
+        .args(["--meta-port", &ports.0.to_string()])
+        .args(["--data-port", &ports.1.to_string()])
+        .args(["--session-port", &ports.2.to_string()])
+        .env("RUST_LOG", "warn")
+        .env_remove("REGISTRY_INSECURE")
+        .env_remove("REGISTRY_CLUSTER_SECRET_FILE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+#[tokio::test]
+async fn a_public_address_without_auth_needs_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port(), free_port());
+    let refused = standalone_on("0.0.0.0", dir.path(), ports)
+        .spawn()
+        .expect("registry runs");
+    let (status, stderr) = exit_of(refused).await;
+    assert!(!status.success(), "started open on 0.0.0.0: {stderr}");
+    assert!(stderr.contains("--insecure"), "message: {stderr}");
+
+    let mut open = standalone_on("0.0.0.0", dir.path(), ports);
+    let _open = open.arg("--insecure").spawn().expect("registry runs");
+    let health = format!("http://127.0.0.1:{}/health", ports.2);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match reqwest::get(&health).await {
+            Ok(r) if r.status().is_success() => break,
+            _ if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("--insecure standalone not healthy: {other:?}"),
+        }
+    }
+}

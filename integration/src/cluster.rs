@@ -8,6 +8,8 @@ use anyhow::Context;
 use client_sdk::{Client, ClientConfig};
 use data_server::{DataConfig, DataServer};
 use meta_server::{MetaConfig, MetaServer};
+use registry_common::acl::Permissions;
+use registry_common::auth::{Credential, Secret};
 use registry_common::member::{ClusterView, Role};
 use registry_rpc::server::StartError;
 use session_server::{SessionConfig, SessionServer};
@@ -26,6 +28,39 @@ pub struct ClusterConfig {
     pub meta: MetaConfig,
     pub data: DataConfig,
     pub session: SessionConfig,
+    /// Auth on: the cluster secret and the first admin key, in files of their own directory.
+    pub auth: Option<ClusterAuth>,
+}
+
+/// The credentials of a cluster started with auth on.
+#[derive(Clone)]
+pub struct ClusterAuth {
+    /// Holds the files below; removed when the last clone is dropped.
+    pub dir: Arc<TempDir>,
+    /// The cluster secret every server reads.
+    pub secret_file: std::path::PathBuf,
+    /// The bootstrap admin key the meta nodes install into an empty ACL.
+    pub admin_key_file: std::path::PathBuf,
+    /// That admin key, for admin calls from the test.
+    pub admin: Credential,
+}
+
+impl ClusterAuth {
+    /// A fresh random cluster secret and admin key.
+    pub fn generate() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("cannot create a temp dir")?;
+        let secret_file = dir.path().join("cluster.secret");
+        std::fs::write(&secret_file, format!("{}\n", Secret::generate()))?;
+        let admin_text = format!("admin.bootstrap:{}", Secret::generate());
+        let admin_key_file = dir.path().join("admin.key");
+        std::fs::write(&admin_key_file, format!("{admin_text}\n"))?;
+        Ok(Self {
+            dir: Arc::new(dir),
+            secret_file,
+            admin_key_file,
+            admin: Credential::parse(&admin_text)?,
+        })
+    }
 }
 
 impl ClusterConfig {
@@ -53,7 +88,20 @@ impl ClusterConfig {
                 ack_timeout_ms: 1_000,
                 ..SessionConfig::default()
             },
+            auth: None,
         }
+    }
+
+    /// Turns auth on: every server gets the cluster secret, the meta nodes the admin key.
+    pub fn with_auth(mut self) -> anyhow::Result<Self> {
+        let auth = ClusterAuth::generate()?;
+        let secret = Some(auth.secret_file.clone());
+        self.meta.security.cluster_secret_file = secret.clone();
+        self.meta.admin_key_file = Some(auth.admin_key_file.clone());
+        self.data.security.cluster_secret_file = secret.clone();
+        self.session.security.cluster_secret_file = secret;
+        self.auth = Some(auth);
+        Ok(self)
     }
 }
 
@@ -108,6 +156,15 @@ impl Cluster {
             cluster.metas.push(node);
         }
         cluster.wait_for_leader().await;
+        if config.auth.is_some() {
+            until("admin key installed", Duration::from_secs(15), || async {
+                cluster
+                    .metas
+                    .iter()
+                    .all(|m| m.server().state().guard.acl_revision() >= 1)
+            })
+            .await;
+        }
         for _ in 0..config.datas {
             cluster.add_data().await?;
         }
@@ -218,7 +275,7 @@ impl Cluster {
         path: &str,
         body: &serde_json::Value,
     ) -> anyhow::Result<serde_json::Value> {
-        let http = registry_rpc::HttpClient::new(Duration::from_secs(10));
+        let http = self.admin_http();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let mut last = None;
         while std::time::Instant::now() < deadline {
@@ -238,6 +295,79 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         anyhow::bail!("no meta node accepted {path}: {last:?}")
+    }
+
+    /// An HTTP client that signs with the admin key when auth is on.
+    pub fn admin_http(&self) -> registry_rpc::HttpClient {
+        registry_rpc::HttpClient::new(Duration::from_secs(10))
+            .with_signer(self.config.auth.as_ref().map(|a| a.admin.clone()))
+    }
+
+    /// Creates (or updates) principal `name` and one access key for it, and waits until every
+    /// running session server knows the key.
+    pub async fn principal(
+        &self,
+        name: &str,
+        permissions: Permissions,
+    ) -> anyhow::Result<Credential> {
+        let mut put = serde_json::to_value(&permissions)?;
+        put["name"] = serde_json::json!(name);
+        self.meta_admin("/meta/v1/admin/acl/put", &put).await?;
+        self.new_key(name).await
+    }
+
+    /// Adds an access key to principal `name`; returns it once every session knows it.
+    pub async fn new_key(&self, name: &str) -> anyhow::Result<Credential> {
+        let created = self
+            .meta_admin(
+                "/meta/v1/admin/acl/key-create",
+                &serde_json::json!({ "principal": name }),
+            )
+            .await?;
+        let key = Credential::new(
+            created["keyId"].as_str().context("keyId")?,
+            created["secret"].as_str().context("secret")?,
+        )?;
+        self.wait_acl(created["revision"].as_u64().context("revision")?)
+            .await;
+        Ok(key)
+    }
+
+    /// Revokes an access key and waits until every session has applied it.
+    pub async fn revoke_key(&self, key_id: &str) -> anyhow::Result<()> {
+        let done = self
+            .meta_admin(
+                "/meta/v1/admin/acl/key-revoke",
+                &serde_json::json!({ "keyId": key_id }),
+            )
+            .await?;
+        self.wait_acl(done["revision"].as_u64().context("revision")?)
+            .await;
+        Ok(())
+    }
+
+    /// Waits until every running session server has applied ACL revision `revision`.
+    pub async fn wait_acl(&self, revision: u64) {
+        until(
+            "sessions on the new ACL",
+            Duration::from_secs(10),
+            || async {
+                self.sessions
+                    .iter()
+                    .filter(|n| n.is_running())
+                    .all(|s| s.server().state().guard.acl_revision() >= revision)
+            },
+        )
+        .await;
+    }
+
+    /// An SDK client on session `i` that signs its hello with `key`.
+    pub async fn client_with(&self, i: usize, key: &Credential) -> anyhow::Result<Client> {
+        let mut config = ClientConfig::new([self.sessions[i].addr.to_string()]);
+        config.ordered = true;
+        config.connect_timeout = Duration::from_secs(5);
+        config.credential = Some(key.clone());
+        Ok(Client::connect(config).await?)
     }
 
     /// Starts one more session server.

@@ -49,6 +49,36 @@ impl RawClient {
         Ok(c)
     }
 
+    /// Connects and sends `hello` as `client_id` with the given `auth` field (signed, forged,
+    /// or replayed); returns the connection and the server's reply.
+    pub async fn hello_with_auth(
+        addr: &str,
+        client_id: &str,
+        auth: Option<&registry_common::auth::HelloAuth>,
+    ) -> anyhow::Result<(Self, Value)> {
+        let mut c = Self::connect(addr).await?;
+        let mut hello = json!({"type": "hello", "protocol": 1, "clientId": client_id});
+        if let Some(auth) = auth {
+            hello["auth"] = serde_json::to_value(auth)?;
+        }
+        let reply = c.request(hello).await?;
+        Ok((c, reply))
+    }
+
+    /// Connects and completes `hello` as `client_id`, signed with `key`.
+    pub async fn hello_signed(
+        addr: &str,
+        client_id: &str,
+        key: &registry_common::auth::Credential,
+    ) -> anyhow::Result<Self> {
+        let auth = key.sign_hello(client_id);
+        let (c, reply) = Self::hello_with_auth(addr, client_id, Some(&auth)).await?;
+        if reply["type"] != "welcome" {
+            bail!("expected welcome, got {reply}");
+        }
+        Ok(c)
+    }
+
     pub async fn send_text(&mut self, text: impl Into<String>) -> anyhow::Result<()> {
         self.ws.send(Message::Text(text.into().into())).await?;
         Ok(())
