@@ -185,3 +185,241 @@ async fn a_public_address_without_auth_needs_insecure() {
         }
     }
 }
+
+/// Runs `registryctl` to completion with `args`.
+async fn ctl(args: &[&str]) -> std::process::Output {
+    tokio::time::timeout(
+        WAIT,
+        Command::new(env!("CARGO_BIN_EXE_registryctl"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env_remove("REGISTRY_KEY_FILE")
+            .output(),
+    )
+    .await
+    .expect("registryctl finishes within the deadline")
+    .expect("registryctl runs")
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "registryctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn spawn_ctl(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_registryctl"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("REGISTRY_KEY_FILE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("registryctl starts")
+}
+
+/// The secure setup of `docs/security.md`, step by step, with the real binaries.
+#[tokio::test]
+async fn the_secure_setup_of_the_security_guide() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let (cluster_secret, admin_key) = (path("cluster.secret"), path("admin.key"));
+    let (orders_key, orders_key_2) = (path("orders.key"), path("orders-2.key"));
+
+    // 1. A cluster secret and the first admin key.
+    ok(&ctl(&["gen-secret", "--out", &cluster_secret]).await);
+    ok(&ctl(&["gen-secret", "--key-id", "admin.0", "--out", &admin_key]).await);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&admin_key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "key file readable by others: {mode:o}");
+    }
+
+    // 2. The servers, with auth on.
+    let ports = (free_port(), free_port(), free_port());
+    let mut cmd = standalone_on("127.0.0.1", &dir.path().join("data"), ports);
+    let _registry = cmd
+        .args(["--cluster-secret-file", &cluster_secret])
+        .args(["--admin-key-file", &admin_key])
+        .spawn()
+        .expect("registry starts");
+    let meta = format!("127.0.0.1:{}", ports.0);
+    let session = format!("127.0.0.1:{}", ports.2);
+    let admin = ["--key-file", admin_key.as_str(), "--meta", meta.as_str()];
+
+    // The admin key works once the meta node has installed it.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = ctl(&[&["acl", "list", "--json"][..], &admin[..]].concat()).await;
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "admin key never accepted: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 3. A principal for the orders application and its key.
+    ok(&ctl(&[
+        &[
+            "acl",
+            "put",
+            "orders",
+            "--publish",
+            "com.acme.orders*",
+            "--subscribe",
+            "com.acme.*",
+        ][..],
+        &admin[..],
+    ]
+    .concat())
+    .await);
+    ok(&ctl(&[
+        &["acl", "key", "create", "orders", "--out", &orders_key][..],
+        &admin[..],
+    ]
+    .concat())
+    .await);
+    let listed: Value =
+        serde_json::from_str(&ok(&ctl(
+            &[&["acl", "list", "--json"][..], &admin[..]].concat()
+        )
+        .await))
+        .expect("JSON");
+    let keys = listed["principals"]["orders"]["keys"]
+        .as_array()
+        .expect("keys");
+    assert_eq!(keys.len(), 1);
+    let first_key_id = keys[0]["id"].as_str().expect("key id").to_string();
+    assert!(
+        !listed.to_string().contains(
+            std::fs::read_to_string(&orders_key)
+                .unwrap()
+                .trim()
+                .split_once(':')
+                .unwrap()
+                .1
+        ),
+        "acl list shows a secret"
+    );
+
+    // 4. The application publishes and subscribes with its key.
+    let mut sub = spawn_ctl(&[
+        "--key-file",
+        &orders_key,
+        "sub",
+        "com.acme.orders",
+        "--session",
+        &session,
+    ]);
+    let mut lines = BufReader::new(sub.stdout.take().expect("piped")).lines();
+    next_json(&mut lines, "the first push").await;
+    let _publisher = spawn_ctl(&[
+        "--key-file",
+        &orders_key,
+        "pub",
+        "com.acme.orders",
+        "10.0.0.1:8080",
+        "--session",
+        &session,
+    ]);
+    loop {
+        let v = next_json(&mut lines, "the published address").await;
+        if v["data"] == serde_json::json!(["10.0.0.1:8080"]) {
+            break;
+        }
+    }
+
+    // Refused: no key, a service not granted, the admin API with an application key.
+    let anonymous = ctl(&["sub", "com.acme.orders", "--session", &session]).await;
+    assert!(!anonymous.status.success());
+    assert!(
+        String::from_utf8_lossy(&anonymous.stderr).contains("unauthenticated"),
+        "{}",
+        String::from_utf8_lossy(&anonymous.stderr)
+    );
+    let not_granted = spawn_ctl(&[
+        "--key-file",
+        &orders_key,
+        "pub",
+        "com.acme.payments",
+        "10.6.6.6:1",
+        "--session",
+        &session,
+    ]);
+    let (status, stderr) = exit_of(not_granted).await;
+    assert!(!status.success());
+    assert!(stderr.contains("forbidden"), "{stderr}");
+    let members = ctl(&["--key-file", &orders_key, "members", "--meta", &meta]).await;
+    assert!(
+        !members.status.success(),
+        "an application key read the view"
+    );
+    let members = ctl(&["members", "--meta", &meta]).await;
+    assert!(!members.status.success(), "anyone read the view");
+    ok(&ctl(&["--key-file", &admin_key, "members", "--meta", &meta]).await);
+
+    // 5. Rotation: a second key, the application moves to it, the first is revoked.
+    ok(&ctl(&[
+        &["acl", "key", "create", "orders", "--out", &orders_key_2][..],
+        &admin[..],
+    ]
+    .concat())
+    .await);
+    let mut sub_2 = spawn_ctl(&[
+        "--key-file",
+        &orders_key_2,
+        "sub",
+        "com.acme.orders",
+        "--session",
+        &session,
+    ]);
+    let mut lines_2 = BufReader::new(sub_2.stdout.take().expect("piped")).lines();
+    loop {
+        let v = next_json(&mut lines_2, "the address, over the second key").await;
+        if v["data"] == serde_json::json!(["10.0.0.1:8080"]) {
+            break;
+        }
+    }
+    ok(&ctl(&[&["acl", "key", "revoke", &first_key_id][..], &admin[..]].concat()).await);
+    // The first key's connections are closed and refused: its subscriber exits, and so
+    // does the publisher that used it.
+    let (status, stderr) = exit_of(sub).await;
+    assert!(!status.success(), "a revoked key's subscriber kept running");
+    assert!(stderr.contains("credential refused"), "{stderr}");
+    let reused = ctl(&[
+        "--key-file",
+        &orders_key,
+        "sub",
+        "com.acme.orders",
+        "--session",
+        &session,
+    ])
+    .await;
+    assert!(!reused.status.success(), "a revoked key connected");
+    // The second key's subscriber is still served.
+    let _publisher_2 = spawn_ctl(&[
+        "--key-file",
+        &orders_key_2,
+        "pub",
+        "com.acme.orders",
+        "10.0.0.2:8080",
+        "--session",
+        &session,
+    ]);
+    loop {
+        let v = next_json(&mut lines_2, "the second key's publication").await;
+        let data = v["data"].as_array().cloned().unwrap_or_default();
+        if data.contains(&serde_json::json!("10.0.0.2:8080")) {
+            break;
+        }
+    }
+}

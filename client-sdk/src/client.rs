@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use rand::RngExt;
+use registry_common::error::ApiError;
 use registry_common::id::DataInfoId;
 use registry_common::model::validate_registration;
 use registry_common::proto::client::ClientFrame;
@@ -79,9 +80,17 @@ pub enum ConnectionState {
     Connecting,
     /// Connected and every registration re-sent.
     Connected { session: String },
+    /// Sessions refused this client's credential (`unauthenticated` or `forbidden`)
+    /// [`REFUSALS_BEFORE_GIVING_UP`] times in a row; the client keeps retrying with backoff
+    /// in case the key is granted, but [`Client::connect`] gives up.
+    Refused { error: ApiError },
     /// Closed by the application.
     Closed,
 }
+
+/// Consecutive refused hellos after which the state turns [`ConnectionState::Refused`]. More
+/// than one, so a key created a moment ago has time to reach every session.
+pub const REFUSALS_BEFORE_GIVING_UP: u32 = 3;
 
 /// Optional parts of a dataInfoId.
 #[derive(Debug, Clone, Default)]
@@ -198,17 +207,29 @@ impl Client {
         let mut rx = shared.state.subscribe();
         let connected = tokio::time::timeout(
             shared.config.connect_timeout,
-            rx.wait_for(|s| matches!(s, ConnectionState::Connected { .. })),
+            rx.wait_for(|s| {
+                matches!(
+                    s,
+                    ConnectionState::Connected { .. } | ConnectionState::Refused { .. }
+                )
+            }),
         )
         .await;
-        match connected {
-            Ok(Ok(_)) => Ok(client),
-            _ => {
+        let outcome = match connected {
+            Ok(Ok(state)) => match &*state {
+                ConnectionState::Refused { error } => Err(SdkError::Server(error.clone())),
+                _ => Ok(()),
+            },
+            _ => Err(SdkError::Connect(format!(
+                "none of {:?} answered within {:?}",
+                shared.config.sessions, shared.config.connect_timeout
+            ))),
+        };
+        match outcome {
+            Ok(()) => Ok(client),
+            Err(e) => {
                 let _ = shared.stop.send(true);
-                Err(SdkError::Connect(format!(
-                    "none of {:?} answered within {:?}",
-                    shared.config.sessions, shared.config.connect_timeout
-                )))
+                Err(e)
             }
         }
     }

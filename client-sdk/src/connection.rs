@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use rand::RngExt;
+use registry_common::error::ErrorCode;
 use registry_common::proto::client::{ClientFrame, ServerFrame, PROTOCOL_VERSION};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -21,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::client::{ConnectionState, Shared};
+use crate::client::{ConnectionState, Shared, REFUSALS_BEFORE_GIVING_UP};
 use crate::error::SdkError;
 use crate::updates::DatumUpdate;
 
@@ -68,6 +69,8 @@ pub(crate) async fn run(
     let mut preferred: Vec<String> = Vec::new();
     let mut carried: Vec<Waiter> = Vec::new();
     let mut failures: u32 = 0;
+    // Hellos refused in a row for the credential.
+    let mut refusals: u32 = 0;
     loop {
         if *stop.borrow() {
             break;
@@ -79,7 +82,14 @@ pub(crate) async fn run(
         } else {
             preferred.remove(0)
         };
-        shared.state.send_replace(ConnectionState::Connecting);
+        // A refusal stays visible until a connection succeeds.
+        shared.state.send_if_modified(|s| {
+            let was_refused = matches!(s, ConnectionState::Refused { .. });
+            if !was_refused {
+                *s = ConnectionState::Connecting;
+            }
+            !was_refused
+        });
         let ws = tokio::select! {
             r = connect(&shared, &addr) => r,
             _ = stop.changed() => break,
@@ -88,6 +98,23 @@ pub(crate) async fn run(
             Ok(ws) => ws,
             Err(e) => {
                 tracing::debug!(session = %addr, "connect failed: {e}");
+                match &e {
+                    SdkError::Server(error)
+                        if matches!(
+                            error.code,
+                            ErrorCode::Unauthenticated | ErrorCode::Forbidden
+                        ) =>
+                    {
+                        refusals += 1;
+                        tracing::warn!(session = %addr, "credential refused: {error}");
+                        if refusals >= REFUSALS_BEFORE_GIVING_UP {
+                            shared.state.send_replace(ConnectionState::Refused {
+                                error: error.clone(),
+                            });
+                        }
+                    }
+                    _ => refusals = 0,
+                }
                 failures = failures.saturating_add(1);
                 let delay = backoff(&shared, failures);
                 tokio::select! {
@@ -98,6 +125,7 @@ pub(crate) async fn run(
             }
         };
         failures = 0;
+        refusals = 0;
         let mut pending: HashMap<u64, Vec<Waiter>> = HashMap::new();
         if let Err(e) =
             reregister(&shared, &mut ws, &mut pending, std::mem::take(&mut carried)).await

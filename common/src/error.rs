@@ -56,6 +56,31 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as it is spelled on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::UnknownMessage => "unknown_message",
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedProtocol => "unsupported_protocol",
+            ErrorCode::FailedPrecondition => "failed_precondition",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::NotOwner => "not_owner",
+            ErrorCode::Migrating => "migrating",
+            ErrorCode::StaleEpoch => "stale_epoch",
+            ErrorCode::NotLeader => "not_leader",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
     /// The HTTP status of every error carrying this code. The only such map in the project.
     pub fn http_status(self) -> u16 {
         match self {
@@ -92,10 +117,16 @@ impl ErrorCode {
     }
 }
 
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An error as it crosses the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(rename_all = "camelCase")]
-#[error("{code:?}: {message}")]
+#[error("{code}: {message}")]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
@@ -153,5 +184,19 @@ mod tests {
         assert_eq!(e.http_status(), 421);
         let back: ApiError = serde_json::from_value(json).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn display_spells_the_wire_code() {
+        for code in [
+            ErrorCode::UnknownMessage,
+            ErrorCode::Unauthenticated,
+            ErrorCode::LimitExceeded,
+            ErrorCode::StaleEpoch,
+        ] {
+            let wire = serde_json::to_value(code).unwrap();
+            assert_eq!(wire, code.as_str());
+            assert_eq!(code.to_string(), code.as_str());
+        }
     }
 }

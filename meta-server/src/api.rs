@@ -19,9 +19,10 @@
 //! | POST | `/meta/v1/admin/acl/key-revoke` | `{"keyId"}` |
 //! | GET | `/health`, `/ready` | liveness, readiness |
 //!
-//! With auth on ([`access`]): health and readiness are public; `/meta/v1/admin/*` and
-//! `/meta/v1/status` need the cluster secret or an admin principal's key; everything else
-//! (membership, leases, views, the ACL watch, the Raft RPCs) needs the cluster secret.
+//! With auth on ([`access`]): health and readiness are public; `/meta/v1/admin/*`,
+//! `/meta/v1/status` and `/meta/v1/view` need the cluster secret or an admin principal's key;
+//! everything else (membership, leases, the ACL watch, the Raft RPCs) needs the cluster
+//! secret.
 //!
 //! "Leader" means the serving leader ([`crate::raft::MetaRaft::serving_term`]): elsewhere,
 //! including on a leader cut off from its quorum, these answer `not_leader`, with the leader's
@@ -101,7 +102,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 pub fn access(path: &str) -> Access {
     match path {
         "/health" | "/ready" | "/metrics" => Access::Public,
-        "/meta/v1/status" => Access::Admin,
+        "/meta/v1/status" | "/meta/v1/view" => Access::Admin,
         p if p.starts_with("/meta/v1/admin/") => Access::Admin,
         _ => Access::Member,
     }

@@ -11,10 +11,14 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000\0";
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use client_sdk::{Client, ClientConfig, RegistrationOptions};
+use client_sdk::{Client, ClientConfig, ConnectionState, RegistrationOptions};
+use registry_common::acl::{Acl, Permissions};
+use registry_common::auth::Credential;
 use registry_common::member::ClusterView;
 use registry_common::proto::meta::{MetaStatus, NodeRequest};
 use registry_rpc::runtime::shutdown_on_signal;
@@ -28,6 +32,10 @@ use serde_json::json;
     about = "Publish, subscribe and operate the registry"
 )]
 struct Cli {
+    /// Access key file (`KEY_ID:SECRET`) to sign with: the SDK's hello for `pub` and `sub`,
+    /// and every admin call (the key's principal needs the admin permission for those).
+    #[arg(long = "key-file", env = "REGISTRY_KEY_FILE", global = true)]
+    key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -82,6 +90,78 @@ enum Command {
     Data {
         #[command(subcommand)]
         command: DataCommand,
+    },
+    /// Print a fresh random secret: a cluster secret, or with `--key-id` an access key
+    /// `KEY_ID:SECRET` (for the meta nodes' `--admin-key-file`).
+    GenSecret {
+        /// Print `KEY_ID:SECRET` with this key id.
+        #[arg(long = "key-id")]
+        key_id: Option<String>,
+        /// Write it to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Principals, their permissions and access keys (admin permission needed).
+    Acl {
+        #[command(subcommand)]
+        command: AclCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AclCommand {
+    /// Every principal with its permissions and key ids (never secrets).
+    List {
+        #[command(flatten)]
+        meta: MetaTarget,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a principal or replace its permissions.
+    Put {
+        name: String,
+        /// Pattern of dataIds it may publish (`*` and `?` globs, e.g. `com.acme.*`); repeatable.
+        #[arg(long = "publish")]
+        publish: Vec<String>,
+        /// Pattern of dataIds it may subscribe to; repeatable.
+        #[arg(long = "subscribe")]
+        subscribe: Vec<String>,
+        /// Grant the admin API.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        meta: MetaTarget,
+    },
+    /// Remove a principal; its keys stop working and their connections are closed.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        meta: MetaTarget,
+    },
+    /// Access keys of a principal.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a key (at most two per principal) and print `KEY_ID:SECRET`, shown this once.
+    Create {
+        principal: String,
+        /// Write `KEY_ID:SECRET` to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        meta: MetaTarget,
+    },
+    /// Revoke a key: its connections are closed and it is refused from then on.
+    Revoke {
+        key_id: String,
+        #[command(flatten)]
+        meta: MetaTarget,
     },
 }
 
@@ -143,8 +223,42 @@ fn options(t: &Target) -> RegistrationOptions {
     }
 }
 
+/// The access key every call of this run signs with (`--key-file`), set once in `main`.
+static KEY: std::sync::OnceLock<Option<Credential>> = std::sync::OnceLock::new();
+
+fn key() -> Option<Credential> {
+    KEY.get().cloned().flatten()
+}
+
 fn http() -> HttpClient {
-    HttpClient::new(Duration::from_secs(30))
+    HttpClient::new(Duration::from_secs(30)).with_signer(key())
+}
+
+fn client_config(target: &Target) -> ClientConfig {
+    let mut config = ClientConfig::new([target.session.clone()]);
+    config.credential = key();
+    config
+}
+
+/// Resolves once the sessions keep refusing the client's credential (e.g. its key was
+/// revoked).
+async fn refused(client: &Client) -> String {
+    let mut state = client.connection_state();
+    let error = match state
+        .wait_for(|s| matches!(s, ConnectionState::Refused { .. }))
+        .await
+    {
+        Ok(s) => match &*s {
+            ConnectionState::Refused { error } => Some(error.to_string()),
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    match error {
+        Some(e) => e,
+        // The client closed: nothing will be refused any more.
+        None => std::future::pending().await,
+    }
 }
 
 /// Sends an admin write to the meta leader, following one redirect.
@@ -171,6 +285,14 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     registry_rpc::runtime::init_tracing();
     let cli = Cli::parse();
+    let credential = match &cli.key_file {
+        Some(path) => Some(
+            Credential::from_file(path)
+                .with_context(|| format!("reading the key file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let _ = KEY.set(credential);
     match cli.command {
         Command::Pub {
             data_id,
@@ -178,7 +300,7 @@ async fn main() -> anyhow::Result<()> {
             target,
         } => {
             let shutdown = shutdown_on_signal();
-            let client = Client::connect(ClientConfig::new([target.session.clone()])).await?;
+            let client = Client::connect(client_config(&target)).await?;
             let publisher = client
                 .publish_with(&data_id, data, options(&target))
                 .await?;
@@ -186,14 +308,17 @@ async fn main() -> anyhow::Result<()> {
                 "published {data_id} (registId {}); Ctrl-C to unregister",
                 publisher.regist_id()
             );
-            shutdown.cancelled().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                error = refused(&client) => anyhow::bail!("credential refused: {error}"),
+            }
             publisher.unregister().await?;
             eprintln!("unregistered");
             client.close().await;
         }
         Command::Sub { data_id, target } => {
             let shutdown = shutdown_on_signal();
-            let client = Client::connect(ClientConfig::new([target.session.clone()])).await?;
+            let client = Client::connect(client_config(&target)).await?;
             let mut sub = client
                 .subscribe_with(&data_id, options(&target), None)
                 .await?;
@@ -204,6 +329,7 @@ async fn main() -> anyhow::Result<()> {
                         println!("{}", json!({"dataInfoId": u.data_info_id, "version": u.version, "data": u.data}));
                     }
                     _ = shutdown.cancelled() => break,
+                    error = refused(&client) => anyhow::bail!("credential refused: {error}"),
                 }
             }
             client.close().await;
@@ -256,7 +382,128 @@ async fn main() -> anyhow::Result<()> {
                 print_json(&out)?;
             }
         },
+        Command::Acl { command } => acl(command).await?,
+        Command::GenSecret { key_id, out } => {
+            let secret = registry_common::auth::Secret::generate();
+            let line = match key_id {
+                Some(id) => Credential::new(id.clone(), &secret)
+                    .map(|_| format!("{id}:{secret}"))
+                    .context("invalid key id")?,
+                None => secret,
+            };
+            match out {
+                Some(path) => write_private(&path, &format!("{line}\n"))?,
+                None => println!("{line}"),
+            }
+        }
     }
+    Ok(())
+}
+
+async fn acl(command: AclCommand) -> anyhow::Result<()> {
+    match command {
+        AclCommand::List { meta, json } => {
+            let acl: Acl = http()
+                .get(&meta.meta, "/meta/v1/admin/acl", Duration::from_secs(5))
+                .await?;
+            if json {
+                return print_json(&acl);
+            }
+            println!("revision {}", acl.revision);
+            println!(
+                "{:<20} {:<6} {:<30} {:<30} keys",
+                "principal", "admin", "publish", "subscribe"
+            );
+            for (name, p) in &acl.principals {
+                let keys: Vec<&str> = p.keys.iter().map(|k| k.id.as_str()).collect();
+                println!(
+                    "{:<20} {:<6} {:<30} {:<30} {}",
+                    name,
+                    if p.permissions.admin { "yes" } else { "no" },
+                    p.permissions.publish.join(","),
+                    p.permissions.subscribe.join(","),
+                    keys.join(",")
+                );
+            }
+        }
+        AclCommand::Put {
+            name,
+            publish,
+            subscribe,
+            admin,
+            meta,
+        } => {
+            let mut body = serde_json::to_value(Permissions {
+                publish,
+                subscribe,
+                admin,
+            })?;
+            body["name"] = json!(name);
+            let out: serde_json::Value =
+                meta_post(&meta.meta, "/meta/v1/admin/acl/put", &body).await?;
+            print_json(&out)?;
+        }
+        AclCommand::Delete { name, meta } => {
+            let out: serde_json::Value = meta_post(
+                &meta.meta,
+                "/meta/v1/admin/acl/delete",
+                &json!({"name": name}),
+            )
+            .await?;
+            print_json(&out)?;
+        }
+        AclCommand::Key { command } => match command {
+            KeyCommand::Create {
+                principal,
+                out,
+                meta,
+            } => {
+                let created: serde_json::Value = meta_post(
+                    &meta.meta,
+                    "/meta/v1/admin/acl/key-create",
+                    &json!({"principal": principal}),
+                )
+                .await?;
+                let key_id = created["keyId"]
+                    .as_str()
+                    .context("no keyId in the answer")?;
+                let secret = created["secret"]
+                    .as_str()
+                    .context("no secret in the answer")?;
+                let line = format!("{key_id}:{secret}");
+                match out {
+                    Some(path) => {
+                        write_private(&path, &format!("{line}\n"))?;
+                        eprintln!("key {key_id} of {principal} written to {}", path.display());
+                    }
+                    None => println!("{line}"),
+                }
+            }
+            KeyCommand::Revoke { key_id, meta } => {
+                let out: serde_json::Value = meta_post(
+                    &meta.meta,
+                    "/meta/v1/admin/acl/key-revoke",
+                    &json!({"keyId": key_id}),
+                )
+                .await?;
+                print_json(&out)?;
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Writes a secret file readable by its owner only.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
     Ok(())
 }
 
