@@ -2,6 +2,8 @@
 //!
 //! - [`standalone`]: every role in one process, the embedded default a new user starts with
 //!   (`registry standalone`).
+//! - [`certs`]: a private certificate authority for TLS (`registryctl tls`).
 //! - `src/bin/registry.rs` and `src/bin/registryctl.rs`: the thin binaries.
 
+pub mod certs;
 pub mod standalone;

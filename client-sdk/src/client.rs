@@ -48,6 +48,9 @@ pub struct ClientConfig {
     /// The application's access key; signs every `hello` (required when the cluster has
     /// auth on). Parse one with [`registry_common::auth::Credential::parse`].
     pub credential: Option<registry_common::auth::Credential>,
+    /// Connect over `wss://`, trusting these roots (build one with
+    /// [`registry_common::tls::ClientTls::new`]); `None`: plain `ws://`.
+    pub tls: Option<registry_common::tls::ClientTls>,
 }
 
 impl ClientConfig {
@@ -69,6 +72,7 @@ impl ClientConfig {
             update_queue: 256,
             ordered: false,
             credential: None,
+            tls: None,
         }
     }
 }

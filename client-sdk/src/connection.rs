@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::client::{ConnectionState, Shared, REFUSALS_BEFORE_GIVING_UP};
 use crate::error::SdkError;
@@ -193,12 +193,17 @@ async fn send(ws: &mut Ws, frame: &ClientFrame) -> Result<(), SdkError> {
 /// Opens the WebSocket and completes the hello exchange.
 async fn connect(shared: &Shared, addr: &str) -> Result<Ws, SdkError> {
     let step = Duration::from_secs(3);
-    let url = format!("ws://{addr}/ws");
-    // Nagle's algorithm off: requests and acks are small frames that must leave at once.
+    let (scheme, connector) = match &shared.config.tls {
+        Some(tls) => ("wss", Some(Connector::Rustls(tls.config()))),
+        None => ("ws", None),
+    };
+    let url = format!("{scheme}://{addr}/ws");
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(16 * 1024);
-    let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    // Nagle's algorithm off: requests and acks are small frames that must leave at once.
+    let connect =
+        tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, connector);
     let (mut ws, _) = tokio::time::timeout(step, connect)
         .await
         .map_err(|_| SdkError::Timeout)?

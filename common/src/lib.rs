@@ -14,6 +14,7 @@
 //! - [`time`]: wall-clock helpers.
 //! - [`auth`]: HMAC-SHA256 request and `hello` signing, cluster secrets and access keys.
 //! - [`acl`]: principals, their keys and permissions, and the compiled form servers check.
+//! - [`tls`]: TLS server and client configurations from PEM files.
 
 pub mod acl;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod model;
 pub mod proto;
 pub mod slot;
 pub mod time;
+pub mod tls;
 pub mod version;
 
 pub use error::{ApiError, ErrorCode};

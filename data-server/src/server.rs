@@ -146,7 +146,10 @@ impl DataServer {
             .advertise
             .clone()
             .unwrap_or_else(|| local.to_string());
-        let http = HttpClient::new(config.rpc_timeout()).with_signer(guard.signer());
+        let transport = config.security.transport().map_err(StartError::Other)?;
+        let http = HttpClient::new(config.rpc_timeout())
+            .with_signer(guard.signer())
+            .with_tls(transport.client.clone());
         let meta = Arc::new(MetaClient::new(http.clone(), config.meta.clone()));
         let id = MemberId::generate(Role::Data, &advertise);
         let member = Member {
@@ -162,6 +165,10 @@ impl DataServer {
         let store = Arc::new(Store::new(slot_count, config.log_limits()));
         let metrics = DataMetrics::new();
         registry_rpc::metrics::register(&metrics.registry, &guard.refused_metric());
+        let options = config
+            .security
+            .serve_options(&transport, Duration::from_secs(2));
+        registry_rpc::metrics::register(&metrics.registry, &options.refused);
         let notifier = Notifier::new(
             id.clone(),
             store.clone(),
@@ -203,7 +210,7 @@ impl DataServer {
             crate::api::access,
             state.config.max_body_bytes,
         );
-        let server = serve(listener, router, shutdown.clone(), Duration::from_secs(2))
+        let server = serve(listener, router, shutdown.clone(), &options)
             .map_err(|e| StartError::Other(e.to_string()))?;
         tracing::info!(id = %state.id, addr = %server.local_addr, "data server started");
         Ok(Self {

@@ -11,6 +11,7 @@ use meta_server::{MetaConfig, MetaServer};
 use registry_common::acl::Permissions;
 use registry_common::auth::{Credential, Secret};
 use registry_common::member::{ClusterView, Role};
+use registry_common::tls::ClientTls;
 use registry_rpc::server::StartError;
 use session_server::{SessionConfig, SessionServer};
 use tempfile::TempDir;
@@ -30,6 +31,52 @@ pub struct ClusterConfig {
     pub session: SessionConfig,
     /// Auth on: the cluster secret and the first admin key, in files of their own directory.
     pub auth: Option<ClusterAuth>,
+    /// TLS on every link: a throwaway CA and one certificate for 127.0.0.1.
+    pub tls: Option<ClusterTls>,
+}
+
+/// The certificates of a cluster started with TLS on.
+#[derive(Clone)]
+pub struct ClusterTls {
+    /// Holds the files below; removed when the last clone is dropped.
+    pub dir: Arc<TempDir>,
+    /// The CA certificate (PEM) every server and client trusts.
+    pub ca_file: std::path::PathBuf,
+    /// The servers' certificate and key (PEM), for `127.0.0.1` and `localhost`.
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+    /// What clients of the test trust.
+    pub client: ClientTls,
+}
+
+impl ClusterTls {
+    /// A fresh CA and a server certificate signed by it.
+    pub fn generate() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("cannot create a temp dir")?;
+        let ca = registry_cli::certs::new_ca("test cluster CA", 2)?;
+        let names = ["127.0.0.1".to_string(), "localhost".to_string()];
+        let server = registry_cli::certs::issue(&ca, &names, 2)?;
+        let ca_file = dir.path().join("ca.pem");
+        let cert_file = dir.path().join("server.pem");
+        let key_file = dir.path().join("server-key.pem");
+        std::fs::write(&ca_file, &ca.cert_pem)?;
+        std::fs::write(&cert_file, &server.cert_pem)?;
+        std::fs::write(&key_file, &server.key_pem)?;
+        let client = ClientTls::new(Some(&ca_file))?;
+        Ok(Self {
+            dir: Arc::new(dir),
+            ca_file,
+            cert_file,
+            key_file,
+            client,
+        })
+    }
+
+    fn apply(&self, security: &mut registry_rpc::auth::SecurityArgs) {
+        security.tls_cert = Some(self.cert_file.clone());
+        security.tls_key = Some(self.key_file.clone());
+        security.tls_ca = Some(self.ca_file.clone());
+    }
 }
 
 /// The credentials of a cluster started with auth on.
@@ -89,7 +136,19 @@ impl ClusterConfig {
                 ..SessionConfig::default()
             },
             auth: None,
+            tls: None,
         }
+    }
+
+    /// Turns TLS on for every link: servers serve `https`/`wss` with a throwaway CA's
+    /// certificate and trust that CA; the test's clients trust it too.
+    pub fn with_tls(mut self) -> anyhow::Result<Self> {
+        let tls = ClusterTls::generate()?;
+        tls.apply(&mut self.meta.security);
+        tls.apply(&mut self.data.security);
+        tls.apply(&mut self.session.security);
+        self.tls = Some(tls);
+        Ok(self)
     }
 
     /// Turns auth on: every server gets the cluster secret, the meta nodes the admin key.
@@ -297,10 +356,22 @@ impl Cluster {
         anyhow::bail!("no meta node accepted {path}: {last:?}")
     }
 
-    /// An HTTP client that signs with the admin key when auth is on.
+    /// An HTTP client that signs with the admin key when auth is on (and speaks TLS when
+    /// the cluster does).
     pub fn admin_http(&self) -> registry_rpc::HttpClient {
         registry_rpc::HttpClient::new(Duration::from_secs(10))
             .with_signer(self.config.auth.as_ref().map(|a| a.admin.clone()))
+            .with_tls(self.config.tls.as_ref().map(|t| t.client.clone()))
+    }
+
+    /// The SDK configuration of a test client of `sessions` (in order, over TLS when the
+    /// cluster has it).
+    pub fn client_config(&self, sessions: Vec<String>) -> ClientConfig {
+        let mut config = ClientConfig::new(sessions);
+        config.ordered = true;
+        config.connect_timeout = Duration::from_secs(5);
+        config.tls = self.config.tls.as_ref().map(|t| t.client.clone());
+        config
     }
 
     /// Creates (or updates) principal `name` and one access key for it, and waits until every
@@ -363,9 +434,7 @@ impl Cluster {
 
     /// An SDK client on session `i` that signs its hello with `key`.
     pub async fn client_with(&self, i: usize, key: &Credential) -> anyhow::Result<Client> {
-        let mut config = ClientConfig::new([self.sessions[i].addr.to_string()]);
-        config.ordered = true;
-        config.connect_timeout = Duration::from_secs(5);
+        let mut config = self.client_config(vec![self.sessions[i].addr.to_string()]);
         config.credential = Some(key.clone());
         Ok(Client::connect(config).await?)
     }
@@ -408,9 +477,7 @@ impl Cluster {
 
     /// An SDK client connected to session `i` only.
     pub async fn client(&self, i: usize) -> anyhow::Result<Client> {
-        let mut config = ClientConfig::new([self.sessions[i].addr.to_string()]);
-        config.ordered = true;
-        config.connect_timeout = Duration::from_secs(5);
+        let config = self.client_config(vec![self.sessions[i].addr.to_string()]);
         Ok(Client::connect(config).await?)
     }
 
@@ -419,9 +486,6 @@ impl Cluster {
         let mut addrs = self.session_addrs();
         let n = addrs.len().max(1);
         addrs.rotate_left(i % n);
-        let mut config = ClientConfig::new(addrs);
-        config.ordered = true;
-        config.connect_timeout = Duration::from_secs(5);
-        Ok(Client::connect(config).await?)
+        Ok(Client::connect(self.client_config(addrs)).await?)
     }
 }

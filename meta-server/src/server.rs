@@ -90,8 +90,10 @@ impl MetaServer {
             }
             None => None,
         };
+        let transport = config.security.transport().map_err(StartError::Other)?;
         let mut settings = config.raft_settings();
         settings.signer = guard.signer();
+        settings.tls = transport.client.clone();
         // Listening on one specific address: talk to peers from it too.
         settings.local_ip = Some(local.ip()).filter(|ip| !ip.is_unspecified());
         let raft = MetaRaft::open(
@@ -121,7 +123,11 @@ impl MetaServer {
             crate::api::access,
             state.config.max_body_bytes.max(64 * 1024 * 1024),
         );
-        let server = serve(listener, router, shutdown.clone(), Duration::from_secs(1))
+        let options = state
+            .config
+            .security
+            .serve_options(&transport, Duration::from_secs(1));
+        let server = serve(listener, router, shutdown.clone(), &options)
             .map_err(|e| StartError::Other(e.to_string()))?;
         let first = peers.keys().next().copied();
         if !state.config.join && first == Some(state.config.node_id) {

@@ -32,8 +32,7 @@ fn settings() -> RaftSettings {
         election_timeout_max_ms: 400,
         snapshot_every_logs: 1000,
         rpc_timeout_ms: 500,
-        local_ip: None,
-        signer: None,
+        ..RaftSettings::default()
     }
 }
 

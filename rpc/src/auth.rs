@@ -34,7 +34,8 @@ use registry_common::auth::{
 use registry_common::error::ApiError;
 use registry_common::time::now_ms;
 
-use crate::server::ErrorReply;
+use crate::server::{ErrorReply, HttpLimits, ServeOptions};
+use registry_common::tls::{ClientTls, ServerTls, TlsError};
 
 /// Nonces remembered for replay detection. Past this many within the skew window the oldest
 /// are forgotten (memory stays bounded; see `docs/security.md`).
@@ -52,6 +53,29 @@ pub struct SecurityArgs {
     /// can then register, subscribe and change the cluster.
     #[arg(long = "insecure", env = "REGISTRY_INSECURE")]
     pub insecure: bool,
+    /// PEM certificate chain to serve TLS with (needs `--tls-key`). With it this server
+    /// serves `https`/`wss` only and reaches the other servers over TLS too: every server of
+    /// a cluster must have one.
+    #[arg(long = "tls-cert", env = "REGISTRY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long = "tls-key", env = "REGISTRY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates the other servers' certificates are checked against (the
+    /// system's roots without it).
+    #[arg(long = "tls-ca", env = "REGISTRY_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub http: HttpLimits,
+}
+
+/// How a server talks TLS, from its [`SecurityArgs`].
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    /// What it serves with (`None`: plain HTTP).
+    pub server: Option<ServerTls>,
+    /// What it calls the other servers with (`None`: plain HTTP).
+    pub client: Option<ClientTls>,
 }
 
 impl SecurityArgs {
@@ -77,6 +101,29 @@ impl SecurityArgs {
             }
         }
         Ok(Guard::new(secret))
+    }
+}
+
+impl SecurityArgs {
+    /// Loads the TLS certificate, key and CA, if given.
+    pub fn transport(&self) -> Result<Transport, String> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            if self.tls_cert.is_some() || self.tls_key.is_some() {
+                return Err(TlsError::Incomplete.to_string());
+            }
+            return Ok(Transport::default());
+        };
+        let server = ServerTls::from_files(cert, key).map_err(|e| e.to_string())?;
+        let client = ClientTls::new(self.tls_ca.as_deref()).map_err(|e| e.to_string())?;
+        Ok(Transport {
+            server: Some(server),
+            client: Some(client),
+        })
+    }
+
+    /// How to serve: TLS, the request limits, and `drain` after shutdown.
+    pub fn serve_options(&self, transport: &Transport, drain: std::time::Duration) -> ServeOptions {
+        ServeOptions::new(transport.server.clone(), self.http.clone(), drain)
     }
 }
 

@@ -2,12 +2,14 @@
 //!
 //! One [`HttpClient`] per process keeps connections alive per peer. Every call has a timeout;
 //! a non-2xx answer is decoded into the peer's [`ApiError`] when it sent one. A client made
-//! [`HttpClient::with_signer`] signs every request (see `registry_common::auth`).
+//! [`HttpClient::with_signer`] signs every request (see `registry_common::auth`); one made
+//! [`HttpClient::with_tls`] calls over `https`.
 
 use std::time::Duration;
 
 use registry_common::auth::Credential;
 use registry_common::error::{ApiError, ErrorCode};
+use registry_common::tls::ClientTls;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -62,22 +64,46 @@ pub struct HttpClient {
     default_timeout: Duration,
     /// Signs every request when set (the cluster secret, or an operator's access key).
     signer: Option<Credential>,
+    /// Set: every call goes over `https` trusting these roots; unset: plain `http`.
+    tls: Option<ClientTls>,
 }
 
 impl HttpClient {
     pub fn new(default_timeout: Duration) -> Self {
-        let inner = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .no_proxy()
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
         Self {
-            inner,
+            inner: build(None),
             default_timeout,
             signer: None,
+            tls: None,
+        }
+    }
+
+    /// This client, calling over `https` with `tls` (none: plain `http`).
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.inner = build(tls.as_ref());
+        self.tls = tls;
+        self
+    }
+
+    pub fn tls(&self) -> Option<&ClientTls> {
+        self.tls.as_ref()
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `ws` or `wss`, for WebSocket peers reached the same way.
+    pub fn ws_scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
         }
     }
 
@@ -110,7 +136,7 @@ impl HttpClient {
         self.default_timeout
     }
 
-    /// `POST http://{addr}{path}` with a JSON body, within the default timeout.
+    /// `POST {scheme}://{addr}{path}` with a JSON body, within the default timeout.
     pub async fn post<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
         &self,
         addr: &str,
@@ -121,7 +147,7 @@ impl HttpClient {
             .await
     }
 
-    /// `POST http://{addr}{path}` with a JSON body, within `timeout`.
+    /// `POST {scheme}://{addr}{path}` with a JSON body, within `timeout`.
     pub async fn post_within<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
         &self,
         addr: &str,
@@ -132,14 +158,14 @@ impl HttpClient {
         let body = serde_json::to_vec(body).map_err(|e| RpcError::BadAnswer(e.to_string()))?;
         let request = self
             .inner
-            .post(format!("http://{addr}{path}"))
+            .post(format!("{}://{addr}{path}", self.scheme()))
             .header("content-type", "application/json")
             .timeout(timeout);
         let request = self.sign(request, "POST", path, &body).body(body);
         Self::finish(request, timeout).await
     }
 
-    /// `GET http://{addr}{path_and_query}` within `timeout`.
+    /// `GET {scheme}://{addr}{path_and_query}` within `timeout`.
     pub async fn get<Resp: DeserializeOwned>(
         &self,
         addr: &str,
@@ -148,7 +174,7 @@ impl HttpClient {
     ) -> Result<Resp, RpcError> {
         let request = self
             .inner
-            .get(format!("http://{addr}{path_and_query}"))
+            .get(format!("{}://{addr}{path_and_query}", self.scheme()))
             .timeout(timeout);
         let request = self.sign(request, "GET", path_and_query, b"");
         Self::finish(request, timeout).await
@@ -173,6 +199,23 @@ impl HttpClient {
             }
         }
     }
+}
+
+fn build(tls: Option<&ClientTls>) -> reqwest::Client {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .no_proxy();
+    let builder = match tls {
+        Some(tls) => builder.tls_backend_preconfigured(tls.config_owned()),
+        None => builder,
+    };
+    builder.build().unwrap_or_else(|e| {
+        tracing::error!("cannot build the HTTP client, using the defaults: {e}");
+        reqwest::Client::new()
+    })
 }
 
 fn classify(e: reqwest::Error, timeout: Duration) -> RpcError {

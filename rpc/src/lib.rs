@@ -10,6 +10,7 @@
 //!   following the leader; [`membership`] keeps a server joined and its view current.
 //! - [`metrics`]: the Prometheus registry and `/metrics` rendering.
 //! - [`runtime`]: logging setup and the shutdown signal of every binary.
+//! - [`tls`]: the listener that serves TLS (certificates are loaded by `registry_common::tls`).
 
 pub mod auth;
 pub mod backoff;
@@ -19,6 +20,7 @@ pub mod meta_client;
 pub mod metrics;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 
 pub use client::{HttpClient, RpcError};
 pub use server::{ApiJson, ErrorReply};

@@ -285,13 +285,17 @@ async fn heartbeat_loop(
         };
         for addr in candidates {
             let path = format!("/meta/v1/heartbeat?id={}", id.as_str());
-            let Ok(request) = signed_upgrade(&format!("ws://{addr}{path}"), &path, meta.signer())
-            else {
+            let url = format!("{}://{addr}{path}", meta.http().ws_scheme());
+            let Ok(request) = signed_upgrade(&url, &path, meta.signer()) else {
                 continue;
             };
+            let connector = meta
+                .http()
+                .tls()
+                .map(|tls| tokio_tungstenite::Connector::Rustls(tls.config()));
             let connect = tokio::time::timeout(
                 Duration::from_secs(2),
-                tokio_tungstenite::connect_async(request),
+                tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector),
             );
             let mut ws = tokio::select! {
                 r = connect => match r {

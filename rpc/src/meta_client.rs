@@ -38,6 +38,10 @@ impl MetaClient {
     }
 
     /// What this client signs with, if anything.
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
     pub fn signer(&self) -> Option<&registry_common::auth::Credential> {
         self.http.signer()
     }

@@ -4,7 +4,8 @@
 //! or is over the body limit becomes a typed [`ApiError`] (`malformed`, `payload_too_large`)
 //! instead of axum's plain-text rejection. [`ErrorReply`] turns any `ApiError` into a response
 //! whose status comes from [`registry_common::ErrorCode::http_status`], the one place codes map
-//! to statuses. [`serve`] runs a router until a cancellation token fires.
+//! to statuses. [`serve`] runs a router (over TLS or not, behind the request limits of
+//! [`harden`]) until a cancellation token fires.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use registry_common::error::{ApiError, ErrorCode};
+use registry_common::tls::ServerTls;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -117,33 +119,161 @@ pub struct ServerTask {
     pub join: JoinHandle<io::Result<()>>,
 }
 
-/// Serves `router` on `listener` until `shutdown` fires, then stops accepting and lets open
-/// requests finish for at most `drain`; connections still open after that are dropped.
+/// Bounds on the HTTP requests one server serves (every server takes these flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpLimits {
+    /// Most HTTP requests served at once; past it requests are refused at once with
+    /// `overloaded` (503) rather than queued. WebSocket connections count only while they
+    /// are being upgraded.
+    #[arg(
+        long = "http-max-in-flight",
+        env = "REGISTRY_HTTP_MAX_IN_FLIGHT",
+        default_value_t = 4096
+    )]
+    pub max_in_flight: usize,
+    /// Longest one HTTP request may take, in ms, long polls included (they wait at most
+    /// 60 s); past it the caller gets `timeout`.
+    #[arg(
+        long = "http-timeout-ms",
+        env = "REGISTRY_HTTP_TIMEOUT_MS",
+        default_value_t = 90_000
+    )]
+    pub timeout_ms: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 4096,
+            timeout_ms: 90_000,
+        }
+    }
+}
+
+/// How a server serves its router.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Serve TLS only, with this certificate.
+    pub tls: Option<ServerTls>,
+    pub limits: HttpLimits,
+    /// After shutdown, how long open requests may take to finish.
+    pub drain: Duration,
+    /// Requests refused by the limits, by reason (`overloaded`, `timeout`).
+    pub refused: prometheus::IntCounterVec,
+}
+
+impl ServeOptions {
+    pub fn new(tls: Option<ServerTls>, limits: HttpLimits, drain: Duration) -> Self {
+        let refused = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "registry_http_refused_total",
+                "HTTP requests refused by the server's limits, by reason.",
+            ),
+            &["reason"],
+        )
+        .unwrap_or_else(|_| unreachable!("static metric definition"));
+        Self {
+            tls,
+            limits,
+            drain,
+            refused,
+        }
+    }
+
+    /// Plain HTTP with the default limits (tests and tools).
+    pub fn plain(drain: Duration) -> Self {
+        Self::new(None, HttpLimits::default(), drain)
+    }
+}
+
+/// Puts `router` behind the request limits: a request past `max_in_flight` is shed with
+/// `overloaded`, one running past `timeout_ms` is cut off with `timeout`; both are typed,
+/// logged and counted.
+pub fn harden(router: Router, limits: &HttpLimits, refused: prometheus::IntCounterVec) -> Router {
+    let timeout = Duration::from_millis(limits.timeout_ms.max(1));
+    let handle = move |e: tower::BoxError| {
+        let refused = refused.clone();
+        async move {
+            let error = if e.is::<tower::load_shed::error::Overloaded>() {
+                refused.with_label_values(&["overloaded"]).inc();
+                ApiError::new(
+                    ErrorCode::Overloaded,
+                    "too many requests in flight; retry later",
+                )
+            } else if e.is::<tower::timeout::error::Elapsed>() {
+                refused.with_label_values(&["timeout"]).inc();
+                ApiError::new(
+                    ErrorCode::Timeout,
+                    format!("request took longer than {timeout:?}"),
+                )
+            } else {
+                ApiError::new(ErrorCode::Internal, e.to_string())
+            };
+            ErrorReply(error)
+        }
+    };
+    router.layer(
+        tower::ServiceBuilder::new()
+            .layer(axum::error_handling::HandleErrorLayer::new(handle))
+            .load_shed()
+            .concurrency_limit(limits.max_in_flight.max(1))
+            .timeout(timeout),
+    )
+}
+
+/// Serves `router` on `listener` (over TLS when `options.tls` is set, behind
+/// [`harden`]'s limits) until `shutdown` fires, then stops accepting and lets open requests
+/// finish for at most `options.drain`; connections still open after that are dropped.
 pub fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
-    drain: Duration,
+    options: &ServeOptions,
 ) -> io::Result<ServerTask> {
     let local_addr = listener.local_addr()?;
-    // Small frames (acks, pushes, notifications) must not wait for Nagle's algorithm.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
+    let router = harden(router, &options.limits, options.refused.clone());
+    let drain = options.drain;
+    let join = match &options.tls {
+        None => {
+            // Small frames (acks, pushes, notifications) must not wait for Nagle's algorithm.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("cannot set TCP_NODELAY: {e}");
+                }
+            });
+            tokio::spawn(run(listener, router, shutdown, drain))
         }
-    });
-    let join = tokio::spawn(async move {
-        let app = router.into_make_service_with_connect_info::<SocketAddr>();
-        let graceful = std::future::IntoFuture::into_future(
-            axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()),
-        );
-        tokio::pin!(graceful);
-        tokio::select! {
-            res = &mut graceful => res,
-            _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => Ok(()),
+        Some(tls) => {
+            // TLS connections get TCP_NODELAY in the accept loop.
+            let listener = axum::serve::ListenerExt::tap_io(
+                crate::tls::TlsListener::new(listener, tls)?,
+                |_| {},
+            );
+            tokio::spawn(run(listener, router, shutdown, drain))
         }
-    });
+    };
     Ok(ServerTask { local_addr, join })
+}
+
+async fn run<L>(
+    listener: L,
+    router: Router,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    for<'a> SocketAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    let graceful = std::future::IntoFuture::into_future(
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()),
+    );
+    tokio::pin!(graceful);
+    tokio::select! {
+        res = &mut graceful => res,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => Ok(()),
+    }
 }
 
 /// Why a server could not start.
@@ -155,4 +285,45 @@ pub enum StartError {
     Join(#[from] crate::client::RpcError),
     #[error("{0}")]
     Other(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+
+    /// A server whose `/slow` takes `hold`, behind the given limits.
+    async fn slow_server(limits: HttpLimits, hold: Duration) -> (ServerTask, CancellationToken) {
+        let router = Router::new().route(
+            "/slow",
+            get(move || async move {
+                tokio::time::sleep(hold).await;
+                "done"
+            }),
+        );
+        let shutdown = CancellationToken::new();
+        let options = ServeOptions::new(None, limits, Duration::from_millis(100));
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let task = serve(listener, router, shutdown.clone(), &options).unwrap();
+        (task, shutdown)
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_limits_get_typed_errors() {
+        let limits = HttpLimits {
+            max_in_flight: 1,
+            timeout_ms: 2_000,
+        };
+        let (task, shutdown) = slow_server(limits, Duration::from_secs(30)).await;
+        let http = crate::HttpClient::new(Duration::from_secs(30));
+        let addr = task.local_addr.to_string();
+        // Two at once: one takes the only place and is cut off by the timeout, the other is
+        // shed at once.
+        let call = || http.get::<String>(&addr, "/slow", Duration::from_secs(30));
+        let (a, b) = tokio::join!(call(), call());
+        let mut codes = [a.unwrap_err().code(), b.unwrap_err().code()];
+        codes.sort_by_key(|c| c.as_str());
+        assert_eq!(codes, [ErrorCode::Overloaded, ErrorCode::Timeout]);
+        shutdown.cancel();
+    }
 }

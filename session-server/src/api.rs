@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use registry_common::proto::data::ChangeBatch;
@@ -65,6 +65,16 @@ async fn ws(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let slot = match s.conn_slots.acquire() {
+        Ok(slot) => slot,
+        Err(e) => {
+            s.metrics.connections_refused.inc();
+            if s.refusal_log.check().is_ok() {
+                tracing::info!(%remote, "refused a connection: {e}");
+            }
+            return ErrorReply::from(e).into_response();
+        }
+    };
     let max = s.config.max_frame_bytes;
     upgrade
         .max_message_size(max)
@@ -72,7 +82,7 @@ async fn ws(
         // Per-connection buffers: thousands of connections must not cost 256 KiB each.
         .read_buffer_size(WS_READ_BUFFER_BYTES)
         .write_buffer_size(WS_WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| crate::conn::serve(socket, remote, s))
+        .on_upgrade(move |socket| crate::conn::serve(socket, remote, s, slot))
 }
 
 #[derive(Serialize)]

@@ -84,6 +84,43 @@ pub struct SessionConfig {
     /// Most ops or ids in one request to a data server.
     #[arg(long, env = "REGISTRY_SESSION_MAX_BATCH", default_value_t = 2_000)]
     pub max_batch: usize,
+    /// Most client connections held at once; past it upgrades get `limit_exceeded`.
+    #[arg(
+        long,
+        env = "REGISTRY_SESSION_MAX_CONNECTIONS",
+        default_value_t = 100_000
+    )]
+    pub max_connections: usize,
+    /// Most publishers one connection may hold.
+    #[arg(
+        long,
+        env = "REGISTRY_SESSION_MAX_PUBLISHERS_PER_CONN",
+        default_value_t = 10_000
+    )]
+    pub max_publishers_per_conn: usize,
+    /// Most subscriptions one connection may hold.
+    #[arg(
+        long,
+        env = "REGISTRY_SESSION_MAX_SUBSCRIPTIONS_PER_CONN",
+        default_value_t = 10_000
+    )]
+    pub max_subscriptions_per_conn: usize,
+    /// Registrations (publishers and subscriptions) one connection may make per second,
+    /// sustained; 0 turns the limit off.
+    #[arg(
+        long,
+        env = "REGISTRY_SESSION_REGISTRATIONS_PER_SEC",
+        default_value_t = 2_000
+    )]
+    pub registrations_per_sec: u32,
+    /// Registrations one connection may make at once above the sustained rate (enough to
+    /// re-register a full connection after a reconnect).
+    #[arg(
+        long,
+        env = "REGISTRY_SESSION_REGISTRATION_BURST",
+        default_value_t = 20_000
+    )]
+    pub registration_burst: u32,
     #[command(flatten)]
     pub security: registry_rpc::auth::SecurityArgs,
 }
@@ -107,6 +144,11 @@ impl Default for SessionConfig {
             max_merge_window_ms: 1_000,
             empty_protection_ms: 3_000,
             shutdown_wait_ms: 10_000,
+            max_connections: 100_000,
+            max_publishers_per_conn: 10_000,
+            max_subscriptions_per_conn: 10_000,
+            registrations_per_sec: 2_000,
+            registration_burst: 20_000,
             security: registry_rpc::auth::SecurityArgs::default(),
         }
     }

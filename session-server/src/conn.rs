@@ -19,6 +19,7 @@ use registry_common::proto::client::{ClientFrame, ServerFrame, PROTOCOL_VERSION}
 use tokio::sync::mpsc;
 
 use crate::error::SessionError;
+use crate::limits::ConnSlot;
 use crate::registry::{Conn, Hello, Registration};
 use crate::server::SessionState;
 
@@ -28,8 +29,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most frames written with one flush.
 const MAX_WRITE_BATCH: usize = 256;
 
-/// Serves one upgraded WebSocket until it closes.
-pub async fn serve(socket: WebSocket, remote: SocketAddr, ctx: Arc<SessionState>) {
+/// Serves one upgraded WebSocket until it closes; `_slot` is its place under the
+/// session's connection cap, given back when it ends.
+pub async fn serve(socket: WebSocket, remote: SocketAddr, ctx: Arc<SessionState>, _slot: ConnSlot) {
     let (conn, rx) = ctx.registry.open(remote);
     tracing::debug!(conn = conn.id, %remote, "client connected");
     let (sink, mut stream) = socket.split();
@@ -159,9 +161,12 @@ fn send(conn: &Conn, frame: &ServerFrame) {
 fn reply_error(ctx: &SessionState, conn: &Conn, req_id: Option<u64>, error: ApiError) {
     ctx.metrics
         .bad_frames
-        .with_label_values(&[&format!("{:?}", error.code)])
+        .with_label_values(&[error.code.as_str()])
         .inc();
-    tracing::info!(conn = conn.id, remote = %conn.remote, code = ?error.code, "refused a client frame: {}", error.message);
+    // Bounded: one client sending bad frames as fast as it can must not flood the log.
+    if ctx.refusal_log.check().is_ok() {
+        tracing::info!(conn = conn.id, remote = %conn.remote, code = %error.code, "refused a client frame: {}", error.message);
+    }
     send(conn, &ServerFrame::Error { req_id, error });
 }
 
@@ -340,6 +345,7 @@ fn dispatch(
             let hello = conn.hello.get().ok_or(SessionError::NoHello)?;
             let id = DataInfoId::new(&data_id, instance_id.as_deref(), group.as_deref())?;
             authorize(ctx, conn, Some(hello), &hello.app, Action::Publish(&id))?;
+            conn.budget.admit()?;
             let ops = ctx.registry.register_publisher(
                 conn,
                 Registration {
@@ -370,10 +376,14 @@ fn dispatch(
             validate_part("registId", &regist_id)?;
             let id = DataInfoId::new(&data_id, instance_id.as_deref(), group.as_deref())?;
             authorize(ctx, conn, Some(hello), &hello.app, Action::Subscribe(&id))?;
-            let previous = conn
-                .subscribers
-                .lock()
-                .insert(regist_id.clone(), id.clone());
+            conn.budget.admit()?;
+            let previous = {
+                let mut subscribers = conn.subscribers.lock();
+                if !subscribers.contains_key(&regist_id) {
+                    ctx.registry.limits.check_subscriptions(subscribers.len())?;
+                }
+                subscribers.insert(regist_id.clone(), id.clone())
+            };
             if let Some(prev) = previous {
                 ctx.pusher.unsubscribe(conn.id, &regist_id, &prev);
             }

@@ -2,6 +2,8 @@
 //!
 //! - [`config`]: flags and defaults.
 //! - [`error`]: the domain's errors and their wire codes.
+//! - [`limits`]: caps on connections, on what one connection holds, and on its registration
+//!   rate.
 //! - [`outbox`]: the bounded outgoing queue of one client connection.
 //! - [`registry`]: connections, the authoritative copy of their publishers, their subscribers.
 //! - [`forward`]: writes to the data tier, one lane per data server, retried until they land.
@@ -18,6 +20,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod forward;
+pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod push;

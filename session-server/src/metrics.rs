@@ -8,6 +8,8 @@ pub struct SessionMetrics {
     pub registry: Registry,
     /// Open client connections.
     pub connections: IntGauge,
+    /// Connections refused because the server holds its maximum.
+    pub connections_refused: IntCounter,
     /// Publishers held (authoritative copy).
     pub publishers: IntGauge,
     /// Subscriptions held.
@@ -66,6 +68,11 @@ impl SessionMetrics {
                 &r,
                 "registry_session_connections",
                 "Open client connections",
+            ),
+            connections_refused: counter(
+                &r,
+                "registry_session_connections_refused_total",
+                "Connections refused at the connection cap",
             ),
             publishers: gauge(&r, "registry_session_publishers", "Publishers held"),
             subscribers: gauge(&r, "registry_session_subscribers", "Subscriptions held"),

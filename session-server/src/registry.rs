@@ -20,6 +20,7 @@ use registry_common::time::now_ms;
 use tokio::sync::mpsc;
 
 use crate::error::SessionError;
+use crate::limits::{ConnLimits, RegistrationBudget};
 use crate::metrics::SessionMetrics;
 use crate::outbox::Outbox;
 
@@ -54,6 +55,8 @@ pub struct Conn {
     /// pushId -> (dataInfoId, subscription registId) of pushes awaiting an ack.
     pub acks: Mutex<HashMap<u64, (DataInfoId, Arc<str>)>>,
     next_push_id: AtomicU64,
+    /// How fast this connection may still register.
+    pub budget: RegistrationBudget,
 }
 
 impl Conn {
@@ -84,10 +87,17 @@ pub struct Registry {
     metrics: SessionMetrics,
     /// Capacity of each connection's outbox.
     outbox_frames: usize,
+    /// What one connection may hold and how fast it may register.
+    pub limits: ConnLimits,
 }
 
 impl Registry {
-    pub fn new(session: MemberId, metrics: SessionMetrics, outbox_frames: usize) -> Self {
+    pub fn new(
+        session: MemberId,
+        metrics: SessionMetrics,
+        outbox_frames: usize,
+        limits: ConnLimits,
+    ) -> Self {
         Self {
             session,
             conns: Mutex::new(HashMap::new()),
@@ -95,6 +105,7 @@ impl Registry {
             publishers: Mutex::new(HashMap::new()),
             metrics,
             outbox_frames,
+            limits,
         }
     }
 
@@ -115,6 +126,7 @@ impl Registry {
             subscribers: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
             next_push_id: AtomicU64::new(0),
+            budget: self.limits.budget(),
         });
         self.conns.lock().insert(id, conn.clone());
         self.metrics.connections.inc();
@@ -138,6 +150,12 @@ impl Registry {
     ) -> Result<Vec<WriteOp>, SessionError> {
         let hello = conn.hello.get().ok_or(SessionError::NoHello)?;
         validate_registration(&hello.client_id, reg.regist_id, &reg.data)?;
+        {
+            let held = conn.publishers.lock();
+            if !held.contains_key(reg.regist_id) {
+                self.limits.check_publishers(held.len())?;
+            }
+        }
         let key = PublisherKey {
             client_id: hello.client_id.clone(),
             regist_id: reg.regist_id.to_owned(),

@@ -6,6 +6,7 @@
 //! whose primary changed repaired from this session's publishers.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use registry_rpc::{CancellationToken, HttpClient};
 
 use crate::config::SessionConfig;
 use crate::forward::Forwarder;
+use crate::limits::{ConnLimits, ConnectionSlots};
 use crate::metrics::SessionMetrics;
 use crate::push::{PushConfig, Pusher};
 use crate::reconcile::Reconciler;
@@ -48,7 +50,15 @@ pub struct SessionState {
     pub faults: Faults,
     /// Checks cluster signatures and client `hello`s; follows the ACL.
     pub guard: Arc<Guard>,
+    /// The connection cap.
+    pub conn_slots: Arc<ConnectionSlots>,
+    /// Lets through a few log lines a second about refused clients and frames.
+    pub refusal_log: governor::DefaultDirectRateLimiter,
 }
+
+/// Log lines a second about refused clients, with a burst of twice that.
+const REFUSAL_LOG_RATE: governor::Quota = governor::Quota::per_second(NonZeroU32::new(10).unwrap())
+    .allow_burst(NonZeroU32::new(20).unwrap());
 
 /// Switches for fault-injection tests and chaos drills; all off in normal operation.
 #[derive(Debug, Default)]
@@ -89,7 +99,10 @@ impl SessionServer {
             .advertise
             .clone()
             .unwrap_or_else(|| local.to_string());
-        let http = HttpClient::new(config.rpc_timeout()).with_signer(guard.signer());
+        let transport = config.security.transport().map_err(StartError::Other)?;
+        let http = HttpClient::new(config.rpc_timeout())
+            .with_signer(guard.signer())
+            .with_tls(transport.client.clone());
         let meta = Arc::new(MetaClient::new(http.clone(), config.meta.clone()));
         let id = MemberId::generate(Role::Session, &advertise);
         let member = Member {
@@ -102,6 +115,10 @@ impl SessionServer {
         let membership = Arc::new(Membership::join(meta, member, guard.clone(), &shutdown).await?);
         let metrics = SessionMetrics::new();
         registry_rpc::metrics::register(&metrics.registry, &guard.refused_metric());
+        let options = config
+            .security
+            .serve_options(&transport, Duration::from_secs(2));
+        registry_rpc::metrics::register(&metrics.registry, &options.refused);
         let forwarder = Forwarder::new(
             http.clone(),
             membership.clone(),
@@ -124,7 +141,14 @@ impl SessionServer {
             shutdown.clone(),
         );
         let state = Arc::new(SessionState {
-            registry: Registry::new(id.clone(), metrics.clone(), config.outbox_frames),
+            registry: Registry::new(
+                id.clone(),
+                metrics.clone(),
+                config.outbox_frames,
+                ConnLimits::from_config(&config),
+            ),
+            conn_slots: ConnectionSlots::new(config.max_connections),
+            refusal_log: governor::RateLimiter::direct(REFUSAL_LOG_RATE),
             id,
             config,
             forwarder,
@@ -150,7 +174,7 @@ impl SessionServer {
             crate::api::access,
             crate::api::MAX_BODY_BYTES,
         );
-        let server = serve(listener, router, shutdown, Duration::from_secs(2))
+        let server = serve(listener, router, shutdown, &options)
             .map_err(|e| StartError::Other(e.to_string()))?;
         tracing::info!(id = %state.id, addr = %server.local_addr, "session server started");
         Ok(Self { state, server })

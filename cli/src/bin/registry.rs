@@ -49,11 +49,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Standalone(config) => {
             let dir = config.data_dir.clone();
+            let scheme = if config.security.tls_cert.is_some() {
+                "wss"
+            } else {
+                "ws"
+            };
             let registry = Standalone::start(config, shutdown.clone()).await?;
             tracing::info!(
                 session = %registry.session_addr(),
                 data_dir = %dir.display(),
-                "standalone registry ready; clients connect to ws://{}/ws",
+                "standalone registry ready; clients connect to {scheme}://{}/ws",
                 registry.session_addr()
             );
             shutdown.cancelled().await;

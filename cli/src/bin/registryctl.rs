@@ -21,6 +21,7 @@ use registry_common::acl::{Acl, Permissions};
 use registry_common::auth::Credential;
 use registry_common::member::ClusterView;
 use registry_common::proto::meta::{MetaStatus, NodeRequest};
+use registry_common::tls::ClientTls;
 use registry_rpc::runtime::shutdown_on_signal;
 use registry_rpc::HttpClient;
 use serde_json::json;
@@ -36,6 +37,12 @@ struct Cli {
     /// and every admin call (the key's principal needs the admin permission for those).
     #[arg(long = "key-file", env = "REGISTRY_KEY_FILE", global = true)]
     key_file: Option<PathBuf>,
+    /// Reach the servers over TLS (`https`, `wss`), trusting the system's CA roots.
+    #[arg(long, env = "REGISTRY_TLS", global = true)]
+    tls: bool,
+    /// Reach the servers over TLS, trusting the CA certificates of this PEM file.
+    #[arg(long = "tls-ca", env = "REGISTRY_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -105,6 +112,47 @@ enum Command {
     Acl {
         #[command(subcommand)]
         command: AclCommand,
+    },
+    /// A private certificate authority and server certificates for TLS.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsCommand {
+    /// Create a CA: writes `ca.pem` (give it to every server and client as `--tls-ca`) and
+    /// `ca-key.pem` (keep it offline; mode 0600).
+    Ca {
+        /// Directory to write into.
+        #[arg(long = "out-dir")]
+        out_dir: PathBuf,
+        /// Common name of the CA.
+        #[arg(long, default_value = "registry cluster CA")]
+        name: String,
+        /// Days the CA is valid.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Sign a certificate for a server: writes `<prefix>.pem` and `<prefix>-key.pem` (0600)
+    /// for its `--tls-cert` and `--tls-key`.
+    Cert {
+        /// Directory holding `ca.pem` and `ca-key.pem`.
+        #[arg(long = "ca-dir")]
+        ca_dir: PathBuf,
+        /// DNS name or IP address the server is reached at; repeatable, at least one.
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Directory to write into.
+        #[arg(long = "out-dir")]
+        out_dir: PathBuf,
+        /// File name prefix.
+        #[arg(long, default_value = "server")]
+        prefix: String,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
     },
 }
 
@@ -223,20 +271,34 @@ fn options(t: &Target) -> RegistrationOptions {
     }
 }
 
-/// The access key every call of this run signs with (`--key-file`), set once in `main`.
-static KEY: std::sync::OnceLock<Option<Credential>> = std::sync::OnceLock::new();
+/// How every call of this run reaches the servers, set once in `main`.
+struct Globals {
+    /// The access key to sign with (`--key-file`).
+    key: Option<Credential>,
+    /// TLS roots (`--tls`, `--tls-ca`); `None`: plain connections.
+    tls: Option<ClientTls>,
+}
+
+static GLOBALS: std::sync::OnceLock<Globals> = std::sync::OnceLock::new();
 
 fn key() -> Option<Credential> {
-    KEY.get().cloned().flatten()
+    GLOBALS.get().and_then(|g| g.key.clone())
+}
+
+fn tls() -> Option<ClientTls> {
+    GLOBALS.get().and_then(|g| g.tls.clone())
 }
 
 fn http() -> HttpClient {
-    HttpClient::new(Duration::from_secs(30)).with_signer(key())
+    HttpClient::new(Duration::from_secs(30))
+        .with_signer(key())
+        .with_tls(tls())
 }
 
 fn client_config(target: &Target) -> ClientConfig {
     let mut config = ClientConfig::new([target.session.clone()]);
     config.credential = key();
+    config.tls = tls();
     config
 }
 
@@ -285,14 +347,19 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     registry_rpc::runtime::init_tracing();
     let cli = Cli::parse();
-    let credential = match &cli.key_file {
+    let key = match &cli.key_file {
         Some(path) => Some(
             Credential::from_file(path)
                 .with_context(|| format!("reading the key file {}", path.display()))?,
         ),
         None => None,
     };
-    let _ = KEY.set(credential);
+    let tls = if cli.tls || cli.tls_ca.is_some() {
+        Some(ClientTls::new(cli.tls_ca.as_deref()).context("loading the TLS roots")?)
+    } else {
+        None
+    };
+    let _ = GLOBALS.set(Globals { key, tls });
     match cli.command {
         Command::Pub {
             data_id,
@@ -383,6 +450,7 @@ async fn main() -> anyhow::Result<()> {
             }
         },
         Command::Acl { command } => acl(command).await?,
+        Command::Tls { command } => tls_files(command)?,
         Command::GenSecret { key_id, out } => {
             let secret = registry_common::auth::Secret::generate();
             let line = match key_id {
@@ -489,6 +557,51 @@ async fn acl(command: AclCommand) -> anyhow::Result<()> {
                 print_json(&out)?;
             }
         },
+    }
+    Ok(())
+}
+
+fn tls_files(command: TlsCommand) -> anyhow::Result<()> {
+    match command {
+        TlsCommand::Ca {
+            out_dir,
+            name,
+            days,
+        } => {
+            let ca = registry_cli::certs::new_ca(&name, days)?;
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("creating {}", out_dir.display()))?;
+            std::fs::write(out_dir.join("ca.pem"), &ca.cert_pem)?;
+            write_private(&out_dir.join("ca-key.pem"), &ca.key_pem)?;
+            eprintln!("CA written to {} (ca.pem, ca-key.pem)", out_dir.display());
+        }
+        TlsCommand::Cert {
+            ca_dir,
+            names,
+            out_dir,
+            prefix,
+            days,
+        } => {
+            let read = |name: &str| {
+                let path = ca_dir.join(name);
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))
+            };
+            let ca = registry_cli::certs::CertPair {
+                cert_pem: read("ca.pem")?,
+                key_pem: read("ca-key.pem")?,
+            };
+            let cert = registry_cli::certs::issue(&ca, &names, days)?;
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("creating {}", out_dir.display()))?;
+            std::fs::write(out_dir.join(format!("{prefix}.pem")), &cert.cert_pem)?;
+            write_private(&out_dir.join(format!("{prefix}-key.pem")), &cert.key_pem)?;
+            eprintln!(
+                "certificate for {} written to {} ({prefix}.pem, {prefix}-key.pem)",
+                names.join(", "),
+                out_dir.display()
+            );
+        }
     }
     Ok(())
 }

@@ -99,6 +99,9 @@ pub struct RaftSettings {
     /// Signs every Raft RPC (the cluster secret); `None` with auth off.
     #[serde(skip)]
     pub signer: Option<registry_common::auth::Credential>,
+    /// Reach peers over `https` trusting these roots; `None`: plain `http`.
+    #[serde(skip)]
+    pub tls: Option<registry_common::tls::ClientTls>,
 }
 
 impl Default for RaftSettings {
@@ -111,6 +114,7 @@ impl Default for RaftSettings {
             rpc_timeout_ms: 1000,
             local_ip: None,
             signer: None,
+            tls: None,
         }
     }
 }
@@ -266,6 +270,7 @@ impl MetaRaft {
             Duration::from_millis(settings.rpc_timeout_ms),
             settings.local_ip,
             settings.signer.clone(),
+            settings.tls.as_ref(),
         )
         .map_err(|e| RaftError::Other(format!("http client: {e}")))?;
         let raft = openraft::Raft::new(node_id, Arc::new(config), network, log_store, sm).await?;

@@ -65,6 +65,8 @@ pub struct NetworkFactory {
     rpc_timeout: Duration,
     /// Signs every RPC when set.
     signer: Option<registry_common::auth::Credential>,
+    /// `http` or `https`.
+    scheme: &'static str,
 }
 
 impl NetworkFactory {
@@ -74,21 +76,26 @@ impl NetworkFactory {
         rpc_timeout: Duration,
         local_ip: Option<IpAddr>,
         signer: Option<registry_common::auth::Credential>,
+        tls: Option<&registry_common::tls::ClientTls>,
     ) -> Result<Self, reqwest::Error> {
         // Peers are reached directly: a proxy from the environment (`HTTP_PROXY`) must never
         // sit between meta nodes.
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(rpc_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .no_proxy()
-            .local_address(local_ip)
-            .build()?;
+            .local_address(local_ip);
+        let builder = match tls {
+            Some(tls) => builder.tls_backend_preconfigured(tls.config_owned()),
+            None => builder,
+        };
         Ok(Self {
             id,
-            client,
+            client: builder.build()?,
             rpc_timeout,
             signer,
+            scheme: if tls.is_some() { "https" } else { "http" },
         })
     }
 }
@@ -100,7 +107,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         NetworkClient {
             id: self.id,
             target,
-            base: format!("http://{}", node.addr),
+            base: format!("{}://{}", self.scheme, node.addr),
             client: self.client.clone(),
             rpc_timeout: self.rpc_timeout,
             signer: self.signer.clone(),
@@ -114,7 +121,7 @@ pub struct NetworkClient {
     id: NodeId,
     /// The peer.
     target: NodeId,
-    /// `http://host:port` of the peer.
+    /// `http(s)://host:port` of the peer.
     base: String,
     /// The shared HTTP client.
     client: reqwest::Client,
