@@ -229,6 +229,12 @@ async fn the_secure_setup_of_the_security_guide() {
     let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
     let (cluster_secret, admin_key) = (path("cluster.secret"), path("admin.key"));
     let (orders_key, orders_key_2) = (path("orders.key"), path("orders-2.key"));
+    let tls_dir = path("tls");
+    let (ca, cert, cert_key) = (
+        path("tls/ca.pem"),
+        path("tls/server.pem"),
+        path("tls/server-key.pem"),
+    );
 
     // 1. A cluster secret and the first admin key.
     ok(&ctl(&["gen-secret", "--out", &cluster_secret]).await);
@@ -240,17 +246,50 @@ async fn the_secure_setup_of_the_security_guide() {
         assert_eq!(mode & 0o077, 0, "key file readable by others: {mode:o}");
     }
 
-    // 2. The servers, with auth on.
+    // 2. A private CA and the servers' certificate.
+    ok(&ctl(&["tls", "ca", "--out-dir", &tls_dir]).await);
+    ok(&ctl(&[
+        "tls",
+        "cert",
+        "--ca-dir",
+        &tls_dir,
+        "--name",
+        "127.0.0.1",
+        "--name",
+        "localhost",
+        "--out-dir",
+        &tls_dir,
+    ])
+    .await);
+    #[cfg(unix)]
+    for private in ["tls/ca-key.pem", "tls/server-key.pem"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path(private))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{private} readable by others: {mode:o}");
+    }
+
+    // 3. The servers, with auth and TLS on.
     let ports = (free_port(), free_port(), free_port());
     let mut cmd = standalone_on("127.0.0.1", &dir.path().join("data"), ports);
     let _registry = cmd
         .args(["--cluster-secret-file", &cluster_secret])
         .args(["--admin-key-file", &admin_key])
+        .args(["--tls-cert", &cert, "--tls-key", &cert_key, "--tls-ca", &ca])
         .spawn()
         .expect("registry starts");
     let meta = format!("127.0.0.1:{}", ports.0);
     let session = format!("127.0.0.1:{}", ports.2);
-    let admin = ["--key-file", admin_key.as_str(), "--meta", meta.as_str()];
+    let admin = [
+        "--key-file",
+        admin_key.as_str(),
+        "--tls-ca",
+        ca.as_str(),
+        "--meta",
+        meta.as_str(),
+    ];
 
     // The admin key works once the meta node has installed it.
     let deadline = Instant::now() + WAIT;
@@ -267,7 +306,11 @@ async fn the_secure_setup_of_the_security_guide() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // 3. A principal for the orders application and its key.
+    // Without TLS the same call fails.
+    let plain = ctl(&["--key-file", &admin_key, "acl", "list", "--meta", &meta]).await;
+    assert!(!plain.status.success(), "a plaintext call was answered");
+
+    // 4. A principal for the orders application and its key.
     ok(&ctl(&[
         &[
             "acl",
@@ -311,7 +354,7 @@ async fn the_secure_setup_of_the_security_guide() {
         "acl list shows a secret"
     );
 
-    // 4. The application publishes and subscribes with its key.
+    // 5. The application publishes and subscribes with its key.
     let mut sub = spawn_ctl(&[
         "--key-file",
         &orders_key,
@@ -319,6 +362,8 @@ async fn the_secure_setup_of_the_security_guide() {
         "com.acme.orders",
         "--session",
         &session,
+        "--tls-ca",
+        &ca,
     ]);
     let mut lines = BufReader::new(sub.stdout.take().expect("piped")).lines();
     next_json(&mut lines, "the first push").await;
@@ -330,6 +375,8 @@ async fn the_secure_setup_of_the_security_guide() {
         "10.0.0.1:8080",
         "--session",
         &session,
+        "--tls-ca",
+        &ca,
     ]);
     loop {
         let v = next_json(&mut lines, "the published address").await;
@@ -339,7 +386,15 @@ async fn the_secure_setup_of_the_security_guide() {
     }
 
     // Refused: no key, a service not granted, the admin API with an application key.
-    let anonymous = ctl(&["sub", "com.acme.orders", "--session", &session]).await;
+    let anonymous = ctl(&[
+        "sub",
+        "com.acme.orders",
+        "--session",
+        &session,
+        "--tls-ca",
+        &ca,
+    ])
+    .await;
     assert!(!anonymous.status.success());
     assert!(
         String::from_utf8_lossy(&anonymous.stderr).contains("unauthenticated"),
@@ -354,20 +409,31 @@ async fn the_secure_setup_of_the_security_guide() {
         "10.6.6.6:1",
         "--session",
         &session,
+        "--tls-ca",
+        &ca,
     ]);
     let (status, stderr) = exit_of(not_granted).await;
     assert!(!status.success());
     assert!(stderr.contains("forbidden"), "{stderr}");
-    let members = ctl(&["--key-file", &orders_key, "members", "--meta", &meta]).await;
+    let members = ctl(&[
+        "--key-file",
+        &orders_key,
+        "--tls-ca",
+        &ca,
+        "members",
+        "--meta",
+        &meta,
+    ])
+    .await;
     assert!(
         !members.status.success(),
         "an application key read the view"
     );
-    let members = ctl(&["members", "--meta", &meta]).await;
+    let members = ctl(&["--tls-ca", &ca, "members", "--meta", &meta]).await;
     assert!(!members.status.success(), "anyone read the view");
-    ok(&ctl(&["--key-file", &admin_key, "members", "--meta", &meta]).await);
+    ok(&ctl(&[&["members"][..], &admin[..]].concat()).await);
 
-    // 5. Rotation: a second key, the application moves to it, the first is revoked.
+    // 6. Rotation: a second key, the application moves to it, the first is revoked.
     ok(&ctl(&[
         &["acl", "key", "create", "orders", "--out", &orders_key_2][..],
         &admin[..],
@@ -381,6 +447,8 @@ async fn the_secure_setup_of_the_security_guide() {
         "com.acme.orders",
         "--session",
         &session,
+        "--tls-ca",
+        &ca,
     ]);
     let mut lines_2 = BufReader::new(sub_2.stdout.take().expect("piped")).lines();
     loop {
@@ -402,6 +470,8 @@ async fn the_secure_setup_of_the_security_guide() {
         "com.acme.orders",
         "--session",
         &session,
+        "--tls-ca",
+        &ca,
     ])
     .await;
     assert!(!reused.status.success(), "a revoked key connected");
@@ -414,6 +484,8 @@ async fn the_secure_setup_of_the_security_guide() {
         "10.0.0.2:8080",
         "--session",
         &session,
+        "--tls-ca",
+        &ca,
     ]);
     loop {
         let v = next_json(&mut lines_2, "the second key's publication").await;
