@@ -114,6 +114,8 @@ struct Status {
     subscribers: i64,
     forward_pending: usize,
     outbox_frames: i64,
+    /// The ACL revision this server applied (auth on).
+    acl_revision: u64,
 }
 
 async fn status(State(s): State<Arc<SessionState>>) -> ApiJson<Status> {
@@ -125,6 +127,7 @@ async fn status(State(s): State<Arc<SessionState>>) -> ApiJson<Status> {
         subscribers: s.metrics.subscribers.get(),
         forward_pending: s.forwarder.pending(),
         outbox_frames: s.metrics.outbox_frames.get(),
+        acl_revision: s.guard.acl_revision(),
     })
 }
 

@@ -6,8 +6,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use registry_common::auth::Credential;
 use registry_common::member::{ClusterView, Role};
+use registry_common::tls::ClientTls;
 use registry_rpc::HttpClient;
+
+use super::secure::BenchSecurity;
 
 /// One server process.
 pub struct Proc {
@@ -56,6 +60,13 @@ pub struct ProcCluster {
     pub sessions: Vec<Proc>,
     /// Holds the meta nodes' data directories.
     _dir: tempfile::TempDir,
+    /// The driver's calls to the servers (signed with the admin key and over TLS when the
+    /// cluster is secure).
+    http: HttpClient,
+    /// Scrapes `/metrics` (public, but over TLS when the cluster is).
+    scrape: reqwest::Client,
+    /// `--secure`: the credentials and certificates, and the clients' access key.
+    security: Option<(BenchSecurity, Credential)>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -89,14 +100,16 @@ fn spawn_member(
     meta_list: &str,
     threads: usize,
     logs: &Path,
+    extra: &[String],
 ) -> anyhow::Result<Proc> {
     let addr = format!("127.0.0.1:{}", free_port()?);
-    let args = vec![
+    let mut args = vec![
         "--listen".into(),
         addr.clone(),
         "--meta".into(),
         meta_list.to_owned(),
     ];
+    args.extend_from_slice(extra);
     let name = format!("{role}-{n}");
     let child = spawn(
         &bins.join(format!("{role}-server")),
@@ -134,9 +147,22 @@ impl ProcCluster {
             .sum()
     }
 
+    /// The access key and TLS roots SDK clients of this cluster need (`--secure`).
+    pub fn client_credentials(&self) -> (Option<Credential>, Option<ClientTls>) {
+        match &self.security {
+            Some((security, key)) => (Some(key.clone()), Some(security.tls.clone())),
+            None => (None, None),
+        }
+    }
+
     /// Starts 3 meta, 3 data and 2 session servers; `threads` is each one's runtime worker
-    /// count (0: one per core).
-    pub async fn start(bins: &Path, copies: usize, threads: usize) -> anyhow::Result<Self> {
+    /// count (0: one per core). `secure`: auth and TLS on every link.
+    pub async fn start(
+        bins: &Path,
+        copies: usize,
+        threads: usize,
+        secure: bool,
+    ) -> anyhow::Result<Self> {
         for b in ["meta-server", "data-server", "session-server"] {
             if !bins.join(b).exists() {
                 bail!(
@@ -146,6 +172,15 @@ impl ProcCluster {
             }
         }
         let dir = tempfile::tempdir()?;
+        let security = if secure {
+            Some(BenchSecurity::generate()?)
+        } else {
+            None
+        };
+        let extra = security
+            .as_ref()
+            .map(BenchSecurity::server_args)
+            .unwrap_or_default();
         // Server logs (level from BENCH_SERVER_LOG) go to BENCH_LOG_DIR when set, so they
         // outlive the run; otherwise next to the meta nodes' data, removed at the end.
         let logs = match std::env::var_os("BENCH_LOG_DIR") {
@@ -169,7 +204,7 @@ impl ProcCluster {
             .join(",");
         let mut metas = Vec::new();
         for (i, addr) in meta_addrs.iter().enumerate() {
-            let args = vec![
+            let mut args = vec![
                 "--listen".into(),
                 addr.clone(),
                 "--node-id".into(),
@@ -182,6 +217,10 @@ impl ProcCluster {
                     .display()
                     .to_string(),
             ];
+            args.extend_from_slice(&extra);
+            if let Some(s) = &security {
+                args.extend(s.meta_args());
+            }
             let child = spawn(
                 &bins.join("meta-server"),
                 &args,
@@ -196,7 +235,10 @@ impl ProcCluster {
             });
         }
         let meta_list = meta_addrs.join(",");
-        let http = HttpClient::new(Duration::from_secs(2));
+        let http = match &security {
+            Some(s) => s.admin_http(Duration::from_secs(2)),
+            None => HttpClient::new(Duration::from_secs(2)),
+        };
         // Set the replica count before data servers join, so the first table is final.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -229,6 +271,7 @@ impl ProcCluster {
                 &meta_list,
                 threads,
                 &logs,
+                &extra,
             )?);
         }
         let mut sessions = Vec::new();
@@ -240,17 +283,86 @@ impl ProcCluster {
                 &meta_list,
                 threads,
                 &logs,
+                &extra,
             )?);
         }
-        let cluster = Self {
+        let scrape = reqwest::Client::builder().timeout(Duration::from_secs(5));
+        let scrape = match &security {
+            Some(s) => scrape.tls_backend_preconfigured(s.tls.config_owned()),
+            None => scrape,
+        }
+        .build()?;
+        let mut cluster = Self {
             metas,
             datas,
             sessions,
             _dir: dir,
+            http,
+            scrape,
+            security: None,
         };
         cluster.wait_members(3, 2, Duration::from_secs(30)).await?;
         cluster.wait_settled(Duration::from_secs(30)).await?;
+        if let Some(s) = security {
+            let key = cluster.client_key().await?;
+            cluster.security = Some((s, key));
+        }
         Ok(cluster)
+    }
+
+    /// A principal granted every service and its access key, for the SDK clients.
+    async fn client_key(&self) -> anyhow::Result<Credential> {
+        let put = serde_json::json!({"name": "bench", "publish": ["*"], "subscribe": ["*"]});
+        self.meta_write("/meta/v1/admin/acl/put", &put).await?;
+        let created = self
+            .meta_write(
+                "/meta/v1/admin/acl/key-create",
+                &serde_json::json!({"principal": "bench"}),
+            )
+            .await?;
+        let key = Credential::new(
+            created["keyId"].as_str().context("no keyId")?,
+            created["secret"].as_str().context("no secret")?,
+        )?;
+        // The sessions follow the ACL by long poll: wait until both know the key.
+        let revision = created["revision"].as_u64().context("no revision")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for s in &self.sessions {
+            loop {
+                let status: serde_json::Value = self
+                    .http
+                    .get(&s.addr, "/session/v1/status", Duration::from_secs(2))
+                    .await?;
+                if status["aclRevision"].as_u64().unwrap_or(0) >= revision {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("{} did not apply ACL revision {revision}", s.name);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(key)
+    }
+
+    /// An admin write to whichever meta node leads.
+    async fn meta_write(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for m in &self.metas {
+                if let Ok(v) = self.http.post(&m.addr, path, body).await {
+                    return Ok(v);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no meta node accepted {path}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub fn meta_addrs(&self) -> Vec<String> {
@@ -263,10 +375,10 @@ impl ProcCluster {
 
     /// The cluster view from any meta node.
     pub async fn view(&self) -> anyhow::Result<ClusterView> {
-        let http = HttpClient::new(Duration::from_secs(2));
         let mut last = None;
         for a in self.meta_addrs() {
-            match http
+            match self
+                .http
                 .get::<ClusterView>(&a, "/meta/v1/view", Duration::from_secs(2))
                 .await
             {
@@ -302,7 +414,7 @@ impl ProcCluster {
 
     /// Waits until no data server is copying a slot in.
     pub async fn wait_settled(&self, within: Duration) -> anyhow::Result<()> {
-        let http = HttpClient::new(Duration::from_secs(2));
+        let http = &self.http;
         let deadline = Instant::now() + within;
         loop {
             let mut syncing = 0;
@@ -337,7 +449,6 @@ impl ProcCluster {
             "registry_data_replication_failures_total",
             "registry_data_slot_syncs_total",
         ];
-        let http = reqwest::Client::new();
         let mut out = Vec::new();
         for p in self
             .datas
@@ -345,10 +456,7 @@ impl ProcCluster {
             .chain(&self.sessions)
             .filter(|p| p.child.is_some())
         {
-            let Ok(resp) = http.get(format!("http://{}/metrics", p.addr)).send().await else {
-                continue;
-            };
-            let Ok(text) = resp.text().await else {
+            let Some(text) = self.metrics_of(p).await else {
                 continue;
             };
             let values = text
@@ -362,6 +470,22 @@ impl ProcCluster {
             out.push((p.name.clone(), values));
         }
         out
+    }
+
+    /// The `/metrics` text of one server, if it answers.
+    pub async fn metrics_of(&self, p: &Proc) -> Option<String> {
+        let scheme = if self.security.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let resp = self
+            .scrape
+            .get(format!("{scheme}://{}/metrics", p.addr))
+            .send()
+            .await
+            .ok()?;
+        resp.text().await.ok()
     }
 
     /// Every running server process.
@@ -452,13 +576,9 @@ pub fn quantile(buckets: &Buckets, q: f64) -> Option<(f64, f64, f64)> {
 impl ProcCluster {
     /// Histogram `name` summed over every running data server's `/metrics`.
     pub async fn data_histogram(&self, name: &str) -> Buckets {
-        let http = reqwest::Client::new();
         let mut sum = Buckets::new();
         for p in self.datas.iter().filter(|p| p.child.is_some()) {
-            let Ok(resp) = http.get(format!("http://{}/metrics", p.addr)).send().await else {
-                continue;
-            };
-            let Ok(text) = resp.text().await else {
+            let Some(text) = self.metrics_of(p).await else {
                 continue;
             };
             sum = add_buckets(&sum, &parse_buckets(&text, name));

@@ -6,6 +6,7 @@
 //!   release binaries, killing one, reading resident memory.
 //! - [`payload`]: publisher payloads that carry their publisher, sequence number and send time.
 //! - [`run`]: the phases: register, churn, failover, footprint.
+//! - [`secure`]: `--secure`: auth and TLS on every link of the started cluster.
 //! - [`report`]: the JSON report and the Markdown table.
 
 pub mod launch;
@@ -13,3 +14,4 @@ pub mod params;
 pub mod payload;
 pub mod report;
 pub mod run;
+pub mod secure;

@@ -66,6 +66,10 @@ pub struct Args {
     /// this machine, so one each by default rather than one per core each.
     #[arg(long, default_value_t = 1)]
     pub server_threads: usize,
+    /// Auth and TLS on every link of the started cluster: a cluster secret, an access key
+    /// for every client, a throwaway CA's certificates (to measure what security costs).
+    #[arg(long)]
+    pub secure: bool,
     /// Runtime worker threads of this driver (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub driver_threads: usize,
@@ -87,6 +91,8 @@ pub struct Params {
     pub server_threads: usize,
     /// Runtime worker threads of the driver (0: one per core).
     pub driver_threads: usize,
+    /// Auth and TLS on every link.
+    pub secure: bool,
 }
 
 impl Params {
@@ -110,6 +116,7 @@ impl Params {
             failover_secs: a.failover_secs.max(3),
             server_threads: a.server_threads,
             driver_threads: a.driver_threads,
+            secure: a.secure,
         }
     }
 

@@ -279,7 +279,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
                 bins.display()
             ),
         );
-        Some(ProcCluster::start(&bins, args.copies, args.server_threads).await?)
+        Some(ProcCluster::start(&bins, args.copies, args.server_threads, args.secure).await?)
     } else {
         None
     };
@@ -290,6 +290,10 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     let data_rss_before: u64 = cluster.as_ref().map_or(0, ProcCluster::data_rss_kib);
 
     // Clients, round-robin over the sessions; each knows all of them for failover.
+    let (credential, tls) = cluster
+        .as_ref()
+        .map(ProcCluster::client_credentials)
+        .unwrap_or_default();
     let mut clients = Vec::with_capacity(c);
     for i in 0..c {
         let mut addrs = sessions.clone();
@@ -299,6 +303,8 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         cfg.ordered = true;
         cfg.update_queue = 4;
         cfg.request_timeout = Duration::from_secs(60);
+        cfg.credential = credential.clone();
+        cfg.tls = tls.clone();
         clients.push(Client::connect(cfg).await.context("client connect")?);
     }
     progress("setup", format!("{c} clients connected"));

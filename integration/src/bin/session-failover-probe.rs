@@ -103,7 +103,7 @@ async fn session_publishers(http: &HttpClient, addr: &str) -> anyhow::Result<i64
 }
 
 async fn one_run(args: &Args, bins: &std::path::Path) -> anyhow::Result<RunResult> {
-    let mut cluster = ProcCluster::start(bins, args.copies, args.server_threads).await?;
+    let mut cluster = ProcCluster::start(bins, args.copies, args.server_threads, false).await?;
     let sessions = cluster.session_addrs();
     let (first, second) = (sessions[0].clone(), sessions[1].clone());
     let http = HttpClient::new(Duration::from_secs(2));
