@@ -1,6 +1,6 @@
 //! Cluster members and the cluster view the MetaServer hands out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -108,6 +108,9 @@ pub struct ClusterView {
     pub members: BTreeMap<MemberId, Member>,
     pub slots: SlotTable,
     pub settings: ClusterSettings,
+    /// Data servers being drained: they hand their slots over and get none.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub draining: BTreeSet<MemberId>,
 }
 
 impl Default for ClusterView {
@@ -118,6 +121,7 @@ impl Default for ClusterView {
             members: BTreeMap::new(),
             slots: SlotTable::empty(settings.slot_count),
             settings,
+            draining: BTreeSet::new(),
         }
     }
 }

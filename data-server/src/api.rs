@@ -8,11 +8,11 @@
 //! | POST | `/data/v1/session-publishers` | `SessionPublishersRequest` -> `SessionPublishersResponse` |
 //! | POST | `/data/v1/replicate` | `ReplicateRequest` -> `ReplicateResponse` (replica, from the primary) |
 //! | POST | `/data/v1/sync` | `SyncRequest` -> `SyncResponse` (previous or current holder) |
-//! | GET | `/data/v1/status` | slots, counts, epoch |
-//! | GET | `/health`, `/ready`, `/metrics` | liveness, readiness, Prometheus |
+//! | GET | `/health`, `/ready`, `/metrics` | liveness, readiness ([`crate::admin`]), Prometheus |
 //!
-//! With auth on ([`access`]) health, readiness and metrics are public, `/data/v1/status` needs
-//! the cluster secret or an admin key, and every other route the cluster secret.
+//! The admin routes (`/admin/v1/...`) are in [`crate::admin`]. With auth on ([`access`])
+//! health, readiness and metrics are public, `/admin/v1/...` needs the cluster secret or an
+//! admin key, and every other route the cluster secret.
 //!
 //! Every check of who may serve a slot runs under that slot's lock (see `store`), against the
 //! view and slot phase of that instant.
@@ -33,7 +33,6 @@ use registry_common::slot::SlotId;
 use registry_rpc::auth::Access as Caller;
 use registry_rpc::server::not_found;
 use registry_rpc::{ApiJson, ErrorReply};
-use serde::Serialize;
 
 use crate::error::DataError;
 use crate::routing::Access;
@@ -49,9 +48,8 @@ pub fn router(state: Arc<DataState>) -> Router {
         .route("/data/v1/session-publishers", post(session_publishers))
         .route("/data/v1/replicate", post(replicate))
         .route("/data/v1/sync", post(sync))
-        .route("/data/v1/status", get(status))
         .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(|| async { "ready" }))
+        .route("/ready", get(crate::admin::ready))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
@@ -62,7 +60,7 @@ pub fn router(state: Arc<DataState>) -> Router {
 pub fn access(path: &str) -> Caller {
     match path {
         "/health" | "/ready" | "/metrics" => Caller::Public,
-        "/data/v1/status" => Caller::Admin,
+        p if p.starts_with("/admin/") => Caller::Admin,
         _ => Caller::Member,
     }
 }
@@ -320,61 +318,7 @@ async fn sync(
     }))
 }
 
-/// Answer of `/data/v1/status`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Status {
-    id: String,
-    epoch: u64,
-    /// Slots this server is primary of.
-    primary_slots: usize,
-    /// Slots this server holds as replica.
-    replica_slots: usize,
-    /// Held slots still being copied in.
-    syncing_slots: usize,
-    /// Slots that moved away, kept as sync sources.
-    retained_slots: usize,
-    data_info_ids: usize,
-    /// Publishers held (every slot this server has data for).
-    publishers: usize,
-    /// Publishers in the slots this server is primary of.
-    primary_publishers: usize,
-}
-
-async fn status(State(s): State<Arc<DataState>>) -> ApiJson<Status> {
-    let view = s.membership.view();
-    let counts = s.store.slot_counts();
-    let is_primary = |slot: usize| {
-        view.slots
-            .get(slot as SlotId)
-            .is_some_and(|a| a.primary.as_ref() == Some(&s.id))
-    };
-    let primary_slots = (0..counts.len()).filter(|i| is_primary(*i)).count();
-    let replica_slots = view
-        .slots
-        .slots
-        .iter()
-        .filter(|a| a.replicas.contains(&s.id))
-        .count();
-    let (syncing, _, retained) = s.slots.counts();
-    ApiJson(Status {
-        id: s.id.to_string(),
-        epoch: view.epoch,
-        primary_slots,
-        replica_slots,
-        syncing_slots: syncing,
-        retained_slots: retained,
-        data_info_ids: counts.iter().map(|c| c.0).sum(),
-        publishers: counts.iter().map(|c| c.1).sum(),
-        primary_publishers: counts
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| is_primary(*i))
-            .map(|(_, c)| c.1)
-            .sum(),
-    })
-}
-
+/// Answer of `/admin/v1/status`.
 async fn metrics(State(s): State<Arc<DataState>>) -> String {
     let (syncing, ready, retained) = s.slots.counts();
     s.metrics

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::slots::SyncGate;
+
 use crate::store::LogLimits;
 
 /// Default HTTP port of a data server.
@@ -70,6 +72,9 @@ pub struct DataConfig {
     pub sync_concurrency: usize,
     #[command(flatten)]
     pub security: registry_rpc::auth::SecurityArgs,
+    /// Tests and drills: while closed, gained slots wait before being copied in.
+    #[arg(skip)]
+    pub sync_gate: SyncGate,
 }
 
 impl Default for DataConfig {
@@ -90,6 +95,7 @@ impl Default for DataConfig {
             sync_timeout_ms: 5_000,
             sync_concurrency: 8,
             security: registry_rpc::auth::SecurityArgs::default(),
+            sync_gate: SyncGate::default(),
         }
     }
 }

@@ -8,9 +8,11 @@
 //! - [`replication`]: shipping the primary's ops to replicas, in batches, with full-copy fallback.
 //! - [`notify`]: batched change notifications to every session server.
 //! - [`api`]: the HTTP endpoints (write, fetch, versions, session digests, replicate, sync).
+//! - [`admin`]: the admin endpoints (status, one service) and readiness.
 //! - [`server`]: startup, the view follower (slot copies, targets, session cleanup),
 //!   housekeeping and shutdown.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod error;

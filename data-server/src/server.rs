@@ -21,7 +21,7 @@ use registry_common::slot::SlotId;
 use registry_rpc::backoff::Backoff;
 use registry_rpc::membership::Membership;
 use registry_rpc::meta_client::MetaClient;
-use registry_rpc::server::{bind, serve, ServerTask, StartError};
+use registry_rpc::server::{bind, serve_routers, Routers, ServerTask, StartError};
 use registry_rpc::{CancellationToken, HttpClient, RpcError};
 use tokio::sync::Semaphore;
 
@@ -204,14 +204,15 @@ impl DataServer {
         });
         tokio::spawn(follow_view(state.clone(), shutdown.clone()));
         tokio::spawn(housekeeping(state.clone(), shutdown.clone()));
-        let router = registry_rpc::auth::protect(
-            crate::api::router(state.clone()),
-            guard,
-            crate::api::access,
-            state.config.max_body_bytes,
-        );
-        let server = serve(listener, router, shutdown.clone(), &options)
-            .map_err(|e| StartError::Other(e.to_string()))?;
+        let routers = Routers {
+            main: crate::api::router(state.clone()),
+            admin: crate::admin::router(state.clone()),
+        };
+        let max_body = state.config.max_body_bytes;
+        let protect = |router| {
+            registry_rpc::auth::protect(router, guard.clone(), crate::api::access, max_body)
+        };
+        let server = serve_routers(listener, routers, protect, shutdown.clone(), &options).await?;
         tracing::info!(id = %state.id, addr = %server.local_addr, "data server started");
         Ok(Self {
             state,
@@ -303,6 +304,10 @@ async fn sync_slot(
     let Ok(_permit) = permits.acquire_owned().await else {
         return;
     };
+    tokio::select! {
+        _ = state.config.sync_gate.passed() => {}
+        _ = shutdown.cancelled() => return,
+    }
     let started = Instant::now();
     let deadline = started + Duration::from_millis(state.config.sync_timeout_ms);
     let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));

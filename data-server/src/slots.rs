@@ -229,3 +229,33 @@ mod tests {
         assert!(a.expire(Instant::now() + Duration::from_secs(2)).len() == retained);
     }
 }
+
+/// A gate slot copies pass before they start: open in normal operation; tests and drills
+/// close it to hold a server in the copying phase.
+#[derive(Clone, Debug)]
+pub struct SyncGate(std::sync::Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for SyncGate {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(tokio::sync::watch::Sender::new(true)))
+    }
+}
+
+impl SyncGate {
+    /// A gate that holds every copy until [`SyncGate::open`].
+    pub fn closed() -> Self {
+        let gate = Self::default();
+        gate.0.send_replace(false);
+        gate
+    }
+
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Returns once the gate is open.
+    pub async fn passed(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|open| *open).await;
+    }
+}

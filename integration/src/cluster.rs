@@ -383,7 +383,7 @@ impl Cluster {
     ) -> anyhow::Result<Credential> {
         let mut put = serde_json::to_value(&permissions)?;
         put["name"] = serde_json::json!(name);
-        self.meta_admin("/meta/v1/admin/acl/put", &put).await?;
+        self.meta_admin("/admin/v1/acl/put", &put).await?;
         self.new_key(name).await
     }
 
@@ -391,7 +391,7 @@ impl Cluster {
     pub async fn new_key(&self, name: &str) -> anyhow::Result<Credential> {
         let created = self
             .meta_admin(
-                "/meta/v1/admin/acl/key-create",
+                "/admin/v1/acl/key-create",
                 &serde_json::json!({ "principal": name }),
             )
             .await?;
@@ -408,7 +408,7 @@ impl Cluster {
     pub async fn revoke_key(&self, key_id: &str) -> anyhow::Result<()> {
         let done = self
             .meta_admin(
-                "/meta/v1/admin/acl/key-revoke",
+                "/admin/v1/acl/key-revoke",
                 &serde_json::json!({ "keyId": key_id }),
             )
             .await?;

@@ -37,6 +37,23 @@ impl RawClient {
         })
     }
 
+    /// Connects from the loopback address `local_ip` (Linux routes all of 127/8 to `lo`), so
+    /// the session sees this client at an address of its own.
+    pub async fn connect_from(addr: &str, local_ip: std::net::IpAddr) -> anyhow::Result<Self> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::new(local_ip, 0))?;
+        let tcp = socket.connect(addr.parse()?).await.context("tcp connect")?;
+        let (ws, _) =
+            tokio_tungstenite::client_async(format!("ws://{addr}/ws"), MaybeTlsStream::Plain(tcp))
+                .await
+                .context("websocket connect")?;
+        Ok(Self {
+            ws,
+            next_req: 0,
+            auto_ack: true,
+        })
+    }
+
     /// Connects and completes `hello` as `client_id`.
     pub async fn hello(addr: &str, client_id: &str) -> anyhow::Result<Self> {
         let mut c = Self::connect(addr).await?;

@@ -4,10 +4,12 @@
 //! - [`raft`]: openraft wiring: types, the redb-backed log and state-machine store, the HTTP
 //!   network between meta nodes. Nothing outside this module names openraft.
 //! - [`leases`]: member leases and heartbeat connections, held by the leader in memory.
-//! - [`api`]: the HTTP endpoints for members, watchers and operators.
+//! - [`api`]: the HTTP endpoints for members and watchers.
+//! - [`admin`]: the admin API: the whole cluster for operators.
 //! - [`config`]: flags and defaults; [`error`]: the domain's errors.
 //! - [`server`]: startup, bootstrap and shutdown.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod error;

@@ -18,8 +18,8 @@ use registry_common::acl::AccessKey;
 use registry_common::auth::Credential;
 use registry_rpc::auth::Guard;
 use registry_rpc::backoff::Backoff;
-use registry_rpc::server::{bind, serve, ServerTask, StartError};
-use registry_rpc::CancellationToken;
+use registry_rpc::server::{bind, serve_routers, Routers, ServerTask, StartError};
+use registry_rpc::{CancellationToken, HttpClient};
 
 use crate::config::MetaConfig;
 use crate::leases::Leases;
@@ -34,6 +34,9 @@ pub struct MetaState {
     pub guard: Arc<Guard>,
     /// Fires when the node stops.
     pub shutdown: CancellationToken,
+    /// Calls to the data and session servers (admin probes), signed and over TLS like the
+    /// rest of the cluster's traffic.
+    pub http: HttpClient,
 }
 
 /// A running meta node.
@@ -112,23 +115,27 @@ impl MetaServer {
             leases,
             guard: guard.clone(),
             shutdown: shutdown.clone(),
+            http: HttpClient::new(crate::admin::PROBE_TIMEOUT)
+                .with_signer(guard.signer())
+                .with_tls(transport.client.clone()),
         });
         tokio::spawn(follow_acl(state.clone()));
         if let Some(key) = admin_key {
             tokio::spawn(bootstrap_admin(state.clone(), key));
         }
-        let router = registry_rpc::auth::protect(
-            crate::api::router(state.clone()).merge(raft.router()),
-            guard,
-            crate::api::access,
-            state.config.max_body_bytes.max(64 * 1024 * 1024),
-        );
+        let routers = Routers {
+            main: crate::api::router(state.clone()).merge(raft.router()),
+            admin: crate::admin::router(state.clone()),
+        };
+        let max_body = state.config.max_body_bytes.max(64 * 1024 * 1024);
+        let protect = |router| {
+            registry_rpc::auth::protect(router, guard.clone(), crate::api::access, max_body)
+        };
         let options = state
             .config
             .security
             .serve_options(&transport, Duration::from_secs(1));
-        let server = serve(listener, router, shutdown.clone(), &options)
-            .map_err(|e| StartError::Other(e.to_string()))?;
+        let server = serve_routers(listener, routers, protect, shutdown.clone(), &options).await?;
         let first = peers.keys().next().copied();
         if !state.config.join && first == Some(state.config.node_id) {
             let pristine = raft

@@ -29,6 +29,11 @@ pub enum MetaCommand {
     SetDraining { ids: Vec<MemberId>, draining: bool },
     /// Replaces the cluster settings.
     UpdateSettings { settings: ClusterSettings },
+    /// Turns pushes to subscribers off (the emergency switch) or on again.
+    SetPushEnabled { enabled: bool },
+    /// Takes a client address off (its connections are closed, its publishers withdrawn,
+    /// its reconnects refused) or on again.
+    SetClientOff { address: String, off: bool },
     /// Creates a principal or replaces its permissions (its keys stay).
     AclPut {
         name: String,
@@ -124,11 +129,32 @@ impl MetaState {
                 self.view.settings = settings;
                 changed
             }
+            MetaCommand::SetPushEnabled { enabled } => {
+                let changed = self.view.settings.push_enabled != *enabled;
+                self.view.settings.push_enabled = *enabled;
+                changed
+            }
+            MetaCommand::SetClientOff { address, off } => {
+                let list = &mut self.view.settings.client_blacklist;
+                let held = list.iter().position(|a| a == address);
+                match (held, off) {
+                    (None, true) => {
+                        list.push(address.clone());
+                        true
+                    }
+                    (Some(i), false) => {
+                        list.remove(i);
+                        true
+                    }
+                    _ => false,
+                }
+            }
             _ => false,
         };
         if changed {
             self.view.epoch += 1;
             self.view.slots = self.placement();
+            self.view.draining = self.draining.clone();
         }
         MetaResponse {
             epoch: self.view.epoch,

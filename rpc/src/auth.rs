@@ -65,6 +65,10 @@ pub struct SecurityArgs {
     /// system's roots without it).
     #[arg(long = "tls-ca", env = "REGISTRY_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Serve the admin API (`/admin/v1/...`) on this address instead of the main one, so it
+    /// can be firewalled apart from member and client traffic.
+    #[arg(long = "admin-listen", env = "REGISTRY_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
     #[command(flatten)]
     pub http: HttpLimits,
 }
@@ -86,15 +90,20 @@ impl SecurityArgs {
             Some(path) => Some(ClusterSecret::from_file(path).map_err(|e| e.to_string())?),
             None => None,
         };
+        let exposed = !is_loopback(listen)
+            || self
+                .admin_listen
+                .as_deref()
+                .is_some_and(|a| !is_loopback(a));
         if secret.is_none() {
-            if !is_loopback(listen) && !self.insecure {
+            if exposed && !self.insecure {
                 return Err(format!(
                     "refusing to start the {role} server on {listen} without authentication: \
                      give it --cluster-secret-file (see docs/security.md), or pass --insecure \
                      to run open to anyone who can reach the port"
                 ));
             }
-            if self.insecure && !is_loopback(listen) {
+            if self.insecure && exposed {
                 tracing::warn!(%listen, "auth is off (--insecure): anyone who reaches this port can register, subscribe and change the cluster");
             } else {
                 tracing::info!(%listen, "auth is off: listening on loopback only");
@@ -123,7 +132,9 @@ impl SecurityArgs {
 
     /// How to serve: TLS, the request limits, and `drain` after shutdown.
     pub fn serve_options(&self, transport: &Transport, drain: std::time::Duration) -> ServeOptions {
-        ServeOptions::new(transport.server.clone(), self.http.clone(), drain)
+        let mut options = ServeOptions::new(transport.server.clone(), self.http.clone(), drain);
+        options.admin_listen = self.admin_listen.clone();
+        options
     }
 }
 

@@ -180,6 +180,18 @@ impl HttpClient {
         Self::finish(request, timeout).await
     }
 
+    /// `GET {scheme}://{addr}{path}` within `timeout`: the HTTP status, whatever the body
+    /// (health and readiness probes).
+    pub async fn probe(&self, addr: &str, path: &str, timeout: Duration) -> Result<u16, RpcError> {
+        let request = self
+            .inner
+            .get(format!("{}://{addr}{path}", self.scheme()))
+            .timeout(timeout);
+        let request = self.sign(request, "GET", path, b"");
+        let response = request.send().await.map_err(|e| classify(e, timeout))?;
+        Ok(response.status().as_u16())
+    }
+
     async fn finish<Resp: DeserializeOwned>(
         request: reqwest::RequestBuilder,
         timeout: Duration,

@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -101,6 +102,36 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     }
 }
 
+/// A query string decoded into `T`, or a typed `malformed` refusal (axum's own `Query`
+/// answers plain text).
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ErrorReply;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(q)) => Ok(ApiQuery(q)),
+            Err(rejection) => Err(ErrorReply(ApiError::new(
+                ErrorCode::Malformed,
+                rejection.body_text(),
+            ))),
+        }
+    }
+}
+
+/// The answer to a method a path does not take.
+pub async fn method_not_allowed() -> ErrorReply {
+    ErrorReply(ApiError::new(
+        ErrorCode::UnknownMessage,
+        "this endpoint does not take this method",
+    ))
+}
+
 /// The answer to any path no route matches.
 pub async fn not_found() -> ErrorReply {
     ErrorReply(ApiError::new(ErrorCode::NotFound, "no such endpoint"))
@@ -115,7 +146,9 @@ pub async fn bind(addr: &str) -> io::Result<TcpListener> {
 pub struct ServerTask {
     /// Address it listens on (with the real port when bound to port 0).
     pub local_addr: SocketAddr,
-    /// The serving task; ends after shutdown.
+    /// Address of the separate admin listener (`--admin-listen`), if any.
+    pub admin_addr: Option<SocketAddr>,
+    /// The serving task (both listeners); ends after shutdown.
     pub join: JoinHandle<io::Result<()>>,
 }
 
@@ -155,6 +188,8 @@ impl Default for HttpLimits {
 pub struct ServeOptions {
     /// Serve TLS only, with this certificate.
     pub tls: Option<ServerTls>,
+    /// Serve the admin routes on this address instead of the main listener.
+    pub admin_listen: Option<String>,
     pub limits: HttpLimits,
     /// After shutdown, how long open requests may take to finish.
     pub drain: Duration,
@@ -174,6 +209,7 @@ impl ServeOptions {
         .unwrap_or_else(|_| unreachable!("static metric definition"));
         Self {
             tls,
+            admin_listen: None,
             limits,
             drain,
             refused,
@@ -221,6 +257,64 @@ pub fn harden(router: Router, limits: &HttpLimits, refused: prometheus::IntCount
     )
 }
 
+/// A server's routes: what members and clients call, and the admin API.
+pub struct Routers {
+    pub main: Router,
+    pub admin: Router,
+}
+
+/// Serves `routers` until `shutdown` fires: the admin routes next to the others on
+/// `listener`, or on their own listener when `options.admin_listen` is set (so they can be
+/// firewalled apart). `protect` puts each router behind the server's credential checks.
+pub async fn serve_routers(
+    listener: TcpListener,
+    routers: Routers,
+    protect: impl Fn(Router) -> Router,
+    shutdown: CancellationToken,
+    options: &ServeOptions,
+) -> Result<ServerTask, StartError> {
+    let typed = |r: Router| r.method_not_allowed_fallback(method_not_allowed);
+    let Some(admin_listen) = &options.admin_listen else {
+        return serve(
+            listener,
+            protect(typed(routers.main.merge(routers.admin))),
+            shutdown,
+            options,
+        )
+        .map_err(|e| StartError::Other(e.to_string()));
+    };
+    let admin_listener = bind(admin_listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: admin_listen.clone(),
+            source,
+        })?;
+    let main = serve(
+        listener,
+        protect(typed(routers.main)),
+        shutdown.clone(),
+        options,
+    )
+    .map_err(|e| StartError::Other(e.to_string()))?;
+    let admin = serve(
+        admin_listener,
+        protect(typed(routers.admin.fallback(not_found))),
+        shutdown,
+        options,
+    )
+    .map_err(|e| StartError::Other(e.to_string()))?;
+    let join = tokio::spawn(async move {
+        let (a, b) = tokio::join!(main.join, admin.join);
+        a.map_err(io::Error::other)??;
+        b.map_err(io::Error::other)?
+    });
+    Ok(ServerTask {
+        local_addr: main.local_addr,
+        admin_addr: Some(admin.local_addr),
+        join,
+    })
+}
+
 /// Serves `router` on `listener` (over TLS when `options.tls` is set, behind
 /// [`harden`]'s limits) until `shutdown` fires, then stops accepting and lets open requests
 /// finish for at most `options.drain`; connections still open after that are dropped.
@@ -252,7 +346,11 @@ pub fn serve(
             tokio::spawn(run(listener, router, shutdown, drain))
         }
     };
-    Ok(ServerTask { local_addr, join })
+    Ok(ServerTask {
+        local_addr,
+        admin_addr: None,
+        join,
+    })
 }
 
 async fn run<L>(

@@ -4,12 +4,12 @@
 //! |---|---|---|
 //! | GET | `/ws` | client WebSocket (JSON frames, see `docs/protocol.md`) |
 //! | POST | `/session/v1/changes` | `ChangeBatch` from a data server -> `{}` |
-//! | GET | `/session/v1/status` | connections, publishers, subscriptions, pending writes |
-//! | GET | `/health`, `/ready`, `/metrics` | liveness, readiness, Prometheus |
+//! | GET | `/health`, `/ready`, `/metrics` | liveness, readiness ([`crate::admin`]), Prometheus |
 //!
-//! With auth on ([`access`]) the client WebSocket is public at the HTTP level (its `hello`
-//! carries the client's signature), `/session/v1/status` needs the cluster secret or an admin
-//! key, and `/session/v1/changes` the cluster secret.
+//! The admin routes (`/admin/v1/...`) are in [`crate::admin`]. With auth on ([`access`]) the
+//! client WebSocket is public at the HTTP level (its `hello` carries the client's signature),
+//! `/admin/v1/...` needs the cluster secret or an admin key, and `/session/v1/changes` the
+//! cluster secret.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,7 +42,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub fn access(path: &str) -> Access {
     match path {
         "/ws" | "/health" | "/ready" | "/metrics" => Access::Public,
-        "/session/v1/status" => Access::Admin,
+        p if p.starts_with("/admin/") => Access::Admin,
         _ => Access::Member,
     }
 }
@@ -51,9 +51,8 @@ pub fn router(state: Arc<SessionState>) -> Router {
     Router::new()
         .route("/ws", get(ws))
         .route("/session/v1/changes", post(changes))
-        .route("/session/v1/status", get(status))
         .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(|| async { "ready" }))
+        .route("/ready", get(crate::admin::ready))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -102,33 +101,6 @@ async fn changes(
         s.pusher.on_change(change);
     }
     Ok(ApiJson(Empty {}))
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Status {
-    id: String,
-    epoch: u64,
-    connections: i64,
-    publishers: i64,
-    subscribers: i64,
-    forward_pending: usize,
-    outbox_frames: i64,
-    /// The ACL revision this server applied (auth on).
-    acl_revision: u64,
-}
-
-async fn status(State(s): State<Arc<SessionState>>) -> ApiJson<Status> {
-    ApiJson(Status {
-        id: s.id.to_string(),
-        epoch: s.membership.view().epoch,
-        connections: s.metrics.connections.get(),
-        publishers: s.metrics.publishers.get(),
-        subscribers: s.metrics.subscribers.get(),
-        forward_pending: s.forwarder.pending(),
-        outbox_frames: s.metrics.outbox_frames.get(),
-        acl_revision: s.guard.acl_revision(),
-    })
 }
 
 async fn metrics(State(s): State<Arc<SessionState>>) -> String {

@@ -13,8 +13,11 @@
 //!   and periodically) and the periodic version pull.
 //! - [`conn`]: one client WebSocket: decode, dispatch, reply.
 //! - [`api`]: HTTP routes (client WebSocket, change notifications, health, metrics).
+//! - [`admin`]: admin routes (status, one service), readiness, and the operators' levers
+//!   (push switch, clients taken off) applied from the view.
 //! - [`server`]: startup, view following, shutdown.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod conn;

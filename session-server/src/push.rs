@@ -22,6 +22,7 @@
 //! clients re-registered elsewhere) subscribers never see it empty.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -124,6 +125,15 @@ impl Sub {
 
 type SubKey = (ConnId, Arc<str>);
 
+/// What one subscription holds, as the admin API shows it.
+pub struct SubscriptionState {
+    pub conn: Arc<Conn>,
+    pub regist_id: String,
+    pub acked: Option<u64>,
+    pub inflight: Option<u64>,
+    pub pending: Option<u64>,
+}
+
 /// A frame to put in a connection's outbox.
 struct Outgoing {
     conn: Arc<Conn>,
@@ -143,6 +153,9 @@ pub struct PushConfig {
 
 pub struct Pusher {
     config: PushConfig,
+    /// The cluster's push switch as last seen in the view: while off, datums wait as each
+    /// subscription's `pending` one and nothing is sent, resent or timed out.
+    enabled: AtomicBool,
     /// dataInfoId -> subscriptions on this session.
     subs: Mutex<HashMap<DataInfoId, HashMap<SubKey, Sub>>>,
     /// Latest datum of every dataInfoId with local subscribers.
@@ -179,6 +192,7 @@ impl Pusher {
         let cache = Cache::builder().max_capacity(config.cache_entries).build();
         let pusher = Arc::new(Self {
             config,
+            enabled: AtomicBool::new(true),
             subs: Mutex::new(HashMap::new()),
             cache,
             fetching: Mutex::new(HashMap::new()),
@@ -221,7 +235,7 @@ impl Pusher {
             // this read is delivered to it by `accept`, one cached before is offered here.
             cached = self.cache.get(&id);
             if let (Some(p), Some(sub)) = (&cached, entry.get_mut(&key)) {
-                if let Some(o) = offer(sub, &key.1, p, &self.metrics) {
+                if let Some(o) = offer(sub, &key.1, p, self.is_enabled(), &self.metrics) {
                     out.push(o);
                 }
             }
@@ -230,6 +244,37 @@ impl Pusher {
         if cached.is_none() {
             self.request_fetch(id, 0);
         }
+    }
+
+    /// Whether pushes are on.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Acquire)
+    }
+
+    /// Follows the cluster's push switch. Turned on again, every subscription gets the
+    /// newest datum that waited while it was off.
+    pub fn set_enabled(&self, on: bool) {
+        if self.enabled.swap(on, Ordering::AcqRel) == on {
+            return;
+        }
+        tracing::warn!(on, "push switch turned {}", if on { "on" } else { "off" });
+        if !on {
+            return;
+        }
+        let mut out = Vec::new();
+        {
+            let mut subs = self.subs.lock();
+            for map in subs.values_mut() {
+                for ((_, regist_id), sub) in map.iter_mut() {
+                    if sub.inflight.is_none() {
+                        if let Some(next) = sub.pending.take() {
+                            out.push(send_push(sub, regist_id, next, 1, &self.metrics));
+                        }
+                    }
+                }
+            }
+        }
+        self.send_all(out);
     }
 
     /// Removes one subscription.
@@ -262,6 +307,24 @@ impl Pusher {
     /// Every dataInfoId with local subscribers.
     pub fn subscribed_ids(&self) -> Vec<DataInfoId> {
         self.subs.lock().keys().cloned().collect()
+    }
+
+    /// The subscriptions of `id` on this session, with the versions each holds, for the
+    /// admin API.
+    pub fn subscriptions_of(&self, id: &DataInfoId) -> Vec<SubscriptionState> {
+        let subs = self.subs.lock();
+        let Some(map) = subs.get(id) else {
+            return Vec::new();
+        };
+        map.iter()
+            .map(|((_, regist_id), sub)| SubscriptionState {
+                conn: sub.conn.clone(),
+                regist_id: regist_id.to_string(),
+                acked: sub.acked,
+                inflight: sub.inflight.as_ref().map(|f| f.prepared.version()),
+                pending: sub.pending.as_ref().map(|p| p.version()),
+            })
+            .collect()
     }
 
     /// Version of the cached datum of `id`, if any.
@@ -375,11 +438,12 @@ impl Pusher {
     /// Offers a datum to every subscription of its dataInfoId.
     fn deliver(&self, prepared: &Arc<Prepared>) {
         let mut out = Vec::new();
+        let enabled = self.is_enabled();
         {
             let mut subs = self.subs.lock();
             if let Some(map) = subs.get_mut(&prepared.datum.data_info_id) {
                 for ((_, regist_id), sub) in map.iter_mut() {
-                    if let Some(o) = offer(sub, regist_id, prepared, &self.metrics) {
+                    if let Some(o) = offer(sub, regist_id, prepared, enabled, &self.metrics) {
                         out.push(o);
                     }
                 }
@@ -426,7 +490,9 @@ impl Pusher {
                 return;
             };
             sub.acked = sub.acked.max(Some(inflight.prepared.version()));
-            if let Some(next) = sub.pending.take() {
+            if !self.is_enabled() {
+                // The pending datum waits for the switch.
+            } else if let Some(next) = sub.pending.take() {
                 if Some(next.version()) > sub.acked {
                     out.push(send_push(sub, &regist_id, next, 1, &self.metrics));
                 }
@@ -511,17 +577,19 @@ impl Pusher {
     }
 }
 
-/// Decides what to do with a datum for one subscription: push now, keep as pending, or skip.
+/// Decides what to do with a datum for one subscription: push now, keep as pending (a push
+/// is in flight, or pushes are off), or skip.
 fn offer(
     sub: &mut Sub,
     regist_id: &Arc<str>,
     prepared: &Arc<Prepared>,
+    enabled: bool,
     metrics: &SessionMetrics,
 ) -> Option<Outgoing> {
     if sub.high().is_some_and(|h| h >= prepared.version()) {
         return None;
     }
-    if sub.inflight.is_some() {
+    if sub.inflight.is_some() || !enabled {
         if sub.pending.replace(prepared.clone()).is_some() {
             metrics.pushes_merged.inc();
         }
@@ -572,6 +640,10 @@ async fn ack_sweeper(pusher: Arc<Pusher>) {
         tokio::select! {
             _ = interval.tick() => {}
             _ = pusher.shutdown.cancelled() => return,
+        }
+        if !pusher.is_enabled() {
+            // Nothing is sent while pushes are off, so nothing is overdue either.
+            continue;
         }
         let now = Instant::now();
         let mut out = Vec::new();

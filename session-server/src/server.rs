@@ -16,7 +16,7 @@ use registry_common::proto::client::ServerFrame;
 use registry_rpc::auth::Guard;
 use registry_rpc::membership::Membership;
 use registry_rpc::meta_client::MetaClient;
-use registry_rpc::server::{bind, serve, ServerTask, StartError};
+use registry_rpc::server::{bind, serve_routers, Routers, ServerTask, StartError};
 use registry_rpc::{CancellationToken, HttpClient};
 
 use crate::config::SessionConfig;
@@ -54,6 +54,8 @@ pub struct SessionState {
     pub conn_slots: Arc<ConnectionSlots>,
     /// Lets through a few log lines a second about refused clients and frames.
     pub refusal_log: governor::DefaultDirectRateLimiter,
+    /// Readiness and the push rate.
+    pub health: crate::admin::Health,
 }
 
 /// Log lines a second about refused clients, with a burst of twice that.
@@ -161,21 +163,28 @@ impl SessionServer {
             draining: AtomicBool::new(false),
             faults: Faults::default(),
             guard: guard.clone(),
+            health: crate::admin::Health::default(),
         });
         tokio::spawn(crate::conn::close_revoked(state.clone()));
         tokio::spawn(follow_view(state.clone()));
+        tokio::spawn(crate::admin::probe_data_tier(state.clone()));
         tokio::spawn(crate::reconcile::run(
             state.clone(),
             Duration::from_millis(state.config.reconcile_interval_ms.max(10)),
         ));
-        let router = registry_rpc::auth::protect(
-            crate::api::router(state.clone()),
-            guard,
-            crate::api::access,
-            crate::api::MAX_BODY_BYTES,
-        );
-        let server = serve(listener, router, shutdown, &options)
-            .map_err(|e| StartError::Other(e.to_string()))?;
+        let routers = Routers {
+            main: crate::api::router(state.clone()),
+            admin: crate::admin::router(state.clone()),
+        };
+        let protect = |router| {
+            registry_rpc::auth::protect(
+                router,
+                guard.clone(),
+                crate::api::access,
+                crate::api::MAX_BODY_BYTES,
+            )
+        };
+        let server = serve_routers(listener, routers, protect, shutdown, &options).await?;
         tracing::info!(id = %state.id, addr = %server.local_addr, "session server started");
         Ok(Self { state, server })
     }
@@ -235,6 +244,7 @@ async fn follow_view(state: Arc<SessionState>) {
         let view = rx.borrow_and_update().clone();
         state.forwarder.on_view(&view);
         state.pusher.on_view(&view);
+        crate::admin::apply_levers(&state, &view);
         if let Some(prev) = &prev {
             // A slot with a new primary: make sure it holds everything this session owns.
             state.reconciler.mark(Reconciler::moved_slots(prev, &view));

@@ -419,7 +419,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Meta { command } => match command {
             MetaCommand::Status { meta } => {
                 let status: MetaStatus = http()
-                    .get(&meta.meta, "/meta/v1/status", Duration::from_secs(5))
+                    .get(&meta.meta, "/admin/v1/meta", Duration::from_secs(5))
                     .await?;
                 print_json(&status)?;
             }
@@ -435,7 +435,7 @@ async fn main() -> anyhow::Result<()> {
                     voter,
                 };
                 let out: serde_json::Value =
-                    meta_post(&meta.meta, "/meta/v1/admin/add-node", &req).await?;
+                    meta_post(&meta.meta, "/admin/v1/meta/add-node", &req).await?;
                 print_json(&out)?;
             }
             MetaCommand::RemoveNode { node_id, meta } => {
@@ -445,7 +445,7 @@ async fn main() -> anyhow::Result<()> {
                     voter: false,
                 };
                 let out: serde_json::Value =
-                    meta_post(&meta.meta, "/meta/v1/admin/remove-node", &req).await?;
+                    meta_post(&meta.meta, "/admin/v1/meta/remove-node", &req).await?;
                 print_json(&out)?;
             }
         },
@@ -472,7 +472,7 @@ async fn acl(command: AclCommand) -> anyhow::Result<()> {
     match command {
         AclCommand::List { meta, json } => {
             let acl: Acl = http()
-                .get(&meta.meta, "/meta/v1/admin/acl", Duration::from_secs(5))
+                .get(&meta.meta, "/admin/v1/acl", Duration::from_secs(5))
                 .await?;
             if json {
                 return print_json(&acl);
@@ -507,17 +507,12 @@ async fn acl(command: AclCommand) -> anyhow::Result<()> {
                 admin,
             })?;
             body["name"] = json!(name);
-            let out: serde_json::Value =
-                meta_post(&meta.meta, "/meta/v1/admin/acl/put", &body).await?;
+            let out: serde_json::Value = meta_post(&meta.meta, "/admin/v1/acl/put", &body).await?;
             print_json(&out)?;
         }
         AclCommand::Delete { name, meta } => {
-            let out: serde_json::Value = meta_post(
-                &meta.meta,
-                "/meta/v1/admin/acl/delete",
-                &json!({"name": name}),
-            )
-            .await?;
+            let out: serde_json::Value =
+                meta_post(&meta.meta, "/admin/v1/acl/delete", &json!({"name": name})).await?;
             print_json(&out)?;
         }
         AclCommand::Key { command } => match command {
@@ -528,7 +523,7 @@ async fn acl(command: AclCommand) -> anyhow::Result<()> {
             } => {
                 let created: serde_json::Value = meta_post(
                     &meta.meta,
-                    "/meta/v1/admin/acl/key-create",
+                    "/admin/v1/acl/key-create",
                     &json!({"principal": principal}),
                 )
                 .await?;
@@ -550,7 +545,7 @@ async fn acl(command: AclCommand) -> anyhow::Result<()> {
             KeyCommand::Revoke { key_id, meta } => {
                 let out: serde_json::Value = meta_post(
                     &meta.meta,
-                    "/meta/v1/admin/acl/key-revoke",
+                    "/admin/v1/acl/key-revoke",
                     &json!({"keyId": key_id}),
                 )
                 .await?;
@@ -632,7 +627,7 @@ async fn data_statuses(view: &ClusterView) -> Vec<(String, String, Option<serde_
     let mut out = Vec::new();
     for m in view.members_of(registry_common::member::Role::Data) {
         let status = client
-            .get::<serde_json::Value>(&m.addr, "/data/v1/status", Duration::from_secs(5))
+            .get::<serde_json::Value>(&m.addr, "/admin/v1/status", Duration::from_secs(5))
             .await
             .ok();
         out.push((m.id.to_string(), m.addr.clone(), status));
@@ -700,7 +695,7 @@ async fn data_drain(
         .clone();
     let _: serde_json::Value = meta_post(
         meta,
-        "/meta/v1/admin/drain",
+        "/admin/v1/drain",
         &json!({"ids": [member.clone()], "draining": true}),
     )
     .await?;

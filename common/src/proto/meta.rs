@@ -55,7 +55,7 @@ pub struct WatchQuery {
     pub timeout_ms: u64,
 }
 
-/// `GET /meta/v1/status`: the node's view of the Raft cluster and of the leases.
+/// `GET /admin/v1/meta`: the node's view of the Raft cluster and of the leases.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MetaStatus {
@@ -80,7 +80,7 @@ pub struct LeaseStatus {
     pub age_ms: u64,
 }
 
-/// `POST /meta/v1/admin/add-node` and `/remove-node`.
+/// `POST /admin/v1/meta/add-node` and `/remove-node`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeRequest {

@@ -246,7 +246,7 @@ impl ProcCluster {
             let mut done = false;
             for a in &meta_addrs {
                 if http
-                    .post::<_, serde_json::Value>(a, "/meta/v1/admin/settings", &settings)
+                    .post::<_, serde_json::Value>(a, "/admin/v1/settings", &settings)
                     .await
                     .is_ok()
                 {
@@ -313,10 +313,10 @@ impl ProcCluster {
     /// A principal granted every service and its access key, for the SDK clients.
     async fn client_key(&self) -> anyhow::Result<Credential> {
         let put = serde_json::json!({"name": "bench", "publish": ["*"], "subscribe": ["*"]});
-        self.meta_write("/meta/v1/admin/acl/put", &put).await?;
+        self.meta_write("/admin/v1/acl/put", &put).await?;
         let created = self
             .meta_write(
-                "/meta/v1/admin/acl/key-create",
+                "/admin/v1/acl/key-create",
                 &serde_json::json!({"principal": "bench"}),
             )
             .await?;
@@ -331,7 +331,7 @@ impl ProcCluster {
             loop {
                 let status: serde_json::Value = self
                     .http
-                    .get(&s.addr, "/session/v1/status", Duration::from_secs(2))
+                    .get(&s.addr, "/admin/v1/status", Duration::from_secs(2))
                     .await?;
                 if status["aclRevision"].as_u64().unwrap_or(0) >= revision {
                     break;
@@ -420,7 +420,7 @@ impl ProcCluster {
             let mut syncing = 0;
             for d in self.datas.iter().filter(|d| d.child.is_some()) {
                 let status: serde_json::Value = http
-                    .get(&d.addr, "/data/v1/status", Duration::from_secs(2))
+                    .get(&d.addr, "/admin/v1/status", Duration::from_secs(2))
                     .await?;
                 syncing += status["syncingSlots"].as_u64().unwrap_or(1);
             }

@@ -8,7 +8,7 @@
 //!
 //! - **clients**: until every client's connection state is `Connected` to session 2 (it has
 //!   reconnected and re-sent every registration);
-//! - **publishers**: until session 2's `GET /session/v1/status` reports every publisher;
+//! - **publishers**: until session 2's `GET /admin/v1/status` reports every publisher;
 //! - **failover** (the figure): the later of the two;
 //! - **watcher**: a subscriber on session 2 to every service is checked for `--watch-secs`
 //!   after the kill (long enough for the data servers' cleanup of the dead session): the
@@ -95,7 +95,7 @@ fn service(i: usize) -> String {
 
 async fn session_publishers(http: &HttpClient, addr: &str) -> anyhow::Result<i64> {
     let status: serde_json::Value = http
-        .get(addr, "/session/v1/status", Duration::from_secs(2))
+        .get(addr, "/admin/v1/status", Duration::from_secs(2))
         .await?;
     status["publishers"]
         .as_i64()

@@ -143,7 +143,7 @@ async fn draining_a_data_server_hands_off_every_slot() {
     let drain = async {
         let body = serde_json::json!({"ids": [drained.clone()]});
         cluster
-            .meta_admin("/meta/v1/admin/drain", &body)
+            .meta_admin("/admin/v1/drain", &body)
             .await
             .expect("the meta leader accepts the drain");
     };

@@ -15,6 +15,8 @@ mod meta_leases;
 mod meta_partition;
 mod meta_replace_node;
 mod meta_restart;
+mod operator_admin;
+mod operator_ready;
 mod pubsub;
 mod security_clients;
 mod security_cluster_links;

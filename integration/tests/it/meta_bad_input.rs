@@ -193,7 +193,7 @@ async fn every_meta_endpoint_refuses_bad_input_with_a_typed_error_and_changes_no
         get("heartbeat: no member id", "/meta/v1/heartbeat", Malformed),
         post(
             "status: wrong method",
-            "/meta/v1/status",
+            "/admin/v1/meta",
             "{}",
             UnknownMessage,
         ),
@@ -204,85 +204,85 @@ async fn every_meta_endpoint_refuses_bad_input_with_a_typed_error_and_changes_no
         ),
         post(
             "add-node: not JSON",
-            "/meta/v1/admin/add-node",
+            "/admin/v1/meta/add-node",
             "{",
             Malformed,
         ),
         post(
             "add-node: no address",
-            "/meta/v1/admin/add-node",
+            "/admin/v1/meta/add-node",
             r#"{"nodeId": 9, "addr": ""}"#,
             InvalidArgument,
         ),
         post(
             "add-node: existing node elsewhere",
-            "/meta/v1/admin/add-node",
+            "/admin/v1/meta/add-node",
             r#"{"nodeId": 1, "addr": "elsewhere:1"}"#,
             InvalidArgument,
         ),
         post(
             "add-node: oversized body",
-            "/meta/v1/admin/add-node",
+            "/admin/v1/meta/add-node",
             huge.clone(),
             PayloadTooLarge,
         ),
         post(
             "remove-node: unknown node",
-            "/meta/v1/admin/remove-node",
+            "/admin/v1/meta/remove-node",
             r#"{"nodeId": 42}"#,
             NotFound,
         ),
         post(
             "remove-node: wrong shape",
-            "/meta/v1/admin/remove-node",
+            "/admin/v1/meta/remove-node",
             r#"{"nodeId": "one"}"#,
             Malformed,
         ),
         post(
             "drain: unknown member",
-            "/meta/v1/admin/drain",
+            "/admin/v1/drain",
             r#"{"ids": ["nobody"]}"#,
             NotFound,
         ),
         post(
             "drain: no ids",
-            "/meta/v1/admin/drain",
+            "/admin/v1/drain",
             r#"{"ids": []}"#,
             InvalidArgument,
         ),
         post(
             "drain: stale epoch",
-            &format!("/meta/v1/admin/drain?expectEpoch={}", epoch - 1),
+            &format!("/admin/v1/drain?expectEpoch={}", epoch - 1),
             json_bytes(json!({"ids": [data.id]})),
             StaleEpoch,
         ),
         post(
             "drain: the last data server",
-            "/meta/v1/admin/drain",
+            "/admin/v1/drain",
             json_bytes(json!({"ids": [data.id]})),
             FailedPrecondition,
         ),
         post(
             "drain: epoch not a number",
-            "/meta/v1/admin/drain?expectEpoch=x",
+            "/admin/v1/drain?expectEpoch=x",
             json_bytes(json!({"ids": [data.id]})),
             Malformed,
         ),
         post(
             "settings: no copies",
-            "/meta/v1/admin/settings",
+            "/admin/v1/settings",
             settings(0),
             InvalidArgument,
         ),
         post(
             "settings: stale epoch",
-            &format!("/meta/v1/admin/settings?expectEpoch={}", epoch - 1),
+            &format!("/admin/v1/settings?expectEpoch={}", epoch - 1),
             settings(1),
             StaleEpoch,
         ),
         post(
             "settings: oversized body",
-            "/meta/v1/admin/settings",
+            "/admin/v1/settings",
             huge,
             PayloadTooLarge,
         ),
@@ -363,7 +363,7 @@ async fn every_meta_endpoint_refuses_bad_input_with_a_typed_error_and_changes_no
     );
 
     // A guard for an epoch not reached yet goes to the state machine, which refuses it there.
-    let url = format!("{base}/meta/v1/admin/settings?expectEpoch={}", epoch + 5);
+    let url = format!("{base}/admin/v1/settings?expectEpoch={}", epoch + 5);
     let (status, body) = send(&http, true, &url, &settings(1)).await;
     assert_eq!(status, 409);
     let err: ApiError = serde_json::from_slice(&body).expect("a typed error");
@@ -371,7 +371,7 @@ async fn every_meta_endpoint_refuses_bad_input_with_a_typed_error_and_changes_no
     assert_eq!(cluster.wait_same_state().await, before);
 
     // The right epoch goes through.
-    let url = format!("{base}/meta/v1/admin/settings?expectEpoch={epoch}");
+    let url = format!("{base}/admin/v1/settings?expectEpoch={epoch}");
     let (status, body) = send(&http, true, &url, &settings(1)).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let changed = cluster.wait_same_state().await;

@@ -27,13 +27,11 @@ async fn full_restart_recovers_membership_epoch_and_table() {
     };
     let drain = json!({"ids": [d3.id]});
     let _: RenewResponse = retry_transient("settings", || {
-        cluster
-            .http
-            .post(&addr, "/meta/v1/admin/settings", &settings)
+        cluster.http.post(&addr, "/admin/v1/settings", &settings)
     })
     .await;
     let _: RenewResponse = retry_transient("drain", || {
-        cluster.http.post(&addr, "/meta/v1/admin/drain", &drain)
+        cluster.http.post(&addr, "/admin/v1/drain", &drain)
     })
     .await;
     let before = cluster.wait_same_state().await;

@@ -167,18 +167,18 @@ async fn forged_internal_admin_and_raft_calls_are_refused_and_change_nothing() {
 
     let admin_calls: Vec<(&str, Value)> = vec![
         (
-            "/meta/v1/admin/add-node",
+            "/admin/v1/meta/add-node",
             json!({"nodeId": 9, "addr": "127.0.0.1:1", "voter": true}),
         ),
         (
-            "/meta/v1/admin/drain",
+            "/admin/v1/drain",
             json!({"ids": [view.members_of(Role::Data).next().unwrap().id]}),
         ),
         (
-            "/meta/v1/admin/acl/put",
+            "/admin/v1/acl/put",
             json!({"name": "evil", "publish": ["*"], "admin": true}),
         ),
-        ("/meta/v1/admin/acl/key-create", json!({"principal": "app"})),
+        ("/admin/v1/acl/key-create", json!({"principal": "app"})),
     ];
     for (path, body) in &admin_calls {
         assert_eq!(
@@ -239,7 +239,7 @@ async fn forged_internal_admin_and_raft_calls_are_refused_and_change_nothing() {
     );
     assert!(status.learners.is_empty(), "no learner added");
     let acl: Value = admin_signed
-        .get(&meta, "/meta/v1/admin/acl", WAIT)
+        .get(&meta, "/admin/v1/acl", WAIT)
         .await
         .unwrap();
     assert!(acl["principals"].get("evil").is_none(), "{acl}");

@@ -74,6 +74,10 @@ impl fmt::Display for MetaRequest {
                 write!(f, "set_draining({ids:?}, {draining})")?;
             }
             MetaCommand::UpdateSettings { .. } => write!(f, "update_settings")?,
+            MetaCommand::SetPushEnabled { enabled } => write!(f, "set_push_enabled({enabled})")?,
+            MetaCommand::SetClientOff { address, off } => {
+                write!(f, "set_client_off({address}, {off})")?
+            }
             MetaCommand::AclPut { name, .. } => write!(f, "acl_put({name})")?,
             MetaCommand::AclDelete { name } => write!(f, "acl_delete({name})")?,
             MetaCommand::AclAddKey { principal, key } => {
