@@ -3,7 +3,9 @@
 //! - [`standalone`]: every role in one process, the embedded default a new user starts with
 //!   (`registry standalone`).
 //! - [`certs`]: a private certificate authority for TLS (`registryctl tls`).
+//! - [`ctl`]: the commands of `registryctl`.
 //! - `src/bin/registry.rs` and `src/bin/registryctl.rs`: the thin binaries.
 
 pub mod certs;
+pub mod ctl;
 pub mod standalone;

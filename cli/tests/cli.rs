@@ -124,10 +124,43 @@ async fn registryctl_pub_and_sub_against_registry_standalone() {
         String::from_utf8_lossy(&out.stderr)
     );
     let slots: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let servers = slots["servers"].as_array().expect("servers");
+    let servers = slots.as_array().expect("servers");
     assert_eq!(servers.len(), 1);
-    assert_eq!(servers[0]["status"]["primarySlots"], 256);
+    assert_eq!(servers[0]["data"]["primarySlots"], 256);
     assert_eq!(servers[0]["addr"], format!("127.0.0.1:{data}"));
+
+    // The operator's screen: healthy, exit 0; with pushes off it says so and exits 3. Global
+    // options work before the command, and the meta list fails over past a dead address.
+    let metas = format!("127.0.0.1:{},127.0.0.1:{meta}", free_port());
+    let status = ctl(&["--meta", &metas, "status"]).await;
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let screen = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        screen.contains("no problems") && screen.contains("leader node 1"),
+        "{screen}"
+    );
+    ok(&ctl(&["push", "off", "--meta", &metas]).await);
+    let status = ctl(&["status", "--json", "--meta", &metas]).await;
+    assert_eq!(status.status.code(), Some(3));
+    let report: Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(report["pushEnabled"], false);
+    ok(&ctl(&["push", "on", "--meta", &metas]).await);
+    // An error is one line, even with backtraces asked for.
+    let failed = Command::new(env!("CARGO_BIN_EXE_registryctl"))
+        .args(["service", "svc.never", "--meta", &metas])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .await
+        .expect("registryctl runs");
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: not_found"), "{stderr}");
 }
 
 /// Waits for `child` to exit; returns its status and what it wrote to stderr.
