@@ -237,6 +237,7 @@ impl DataServer {
 /// cleanup of departed sessions.
 async fn follow_view(state: Arc<DataState>, shutdown: CancellationToken) {
     let mut rx = state.membership.subscribe();
+    let mut rejoins = state.membership.rejoins();
     let mut prev: Option<Arc<ClusterView>> = None;
     let sync_permits = Arc::new(Semaphore::new(state.config.sync_concurrency.max(1)));
     let grace = Duration::from_millis(state.config.session_cleanup_grace_ms);
@@ -281,6 +282,22 @@ async fn follow_view(state: Arc<DataState>, shutdown: CancellationToken) {
         prev = Some(view);
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
+            r = rejoins.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                // The meta removed us (a partition or a freeze past the lease) and we joined
+                // again under the same id, so the same slots: what we hold missed every
+                // write since, and serving it would bring back removed publishers and hide
+                // new ones. Start over as a new member: forget every slot, drop its data,
+                // copy in from the current holders.
+                tracing::warn!("joined the cluster again: copying every held slot in afresh");
+                state.slots.forget_all();
+                for slot in 0..state.store.slot_count() {
+                    state.store.drop_slot(slot);
+                }
+                prev = None;
+            }
             _ = shutdown.cancelled() => return,
         }
     }

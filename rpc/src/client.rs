@@ -72,6 +72,7 @@ impl HttpClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
             .no_proxy()
+            .local_address(crate::net::connect_from())
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Self {

@@ -9,6 +9,7 @@
 //! - [`meta_client`]: talking to the MetaServer: register, renew, watch the cluster view,
 //!   following the leader; [`membership`] keeps a server joined and its view current.
 //! - [`metrics`]: the Prometheus registry and `/metrics` rendering.
+//! - [`net`]: the source address of outgoing cluster connections (`REGISTRY_CONNECT_FROM`).
 //! - [`runtime`]: logging setup and the shutdown signal of every binary.
 
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod client;
 pub mod membership;
 pub mod meta_client;
 pub mod metrics;
+pub mod net;
 pub mod runtime;
 pub mod server;
 

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: flags and defaults.
 //! - [`error`]: the domain's errors and their wire codes.
+//! - [`floor`]: the highest datum version seen, sent with every write as a floor.
 //! - [`outbox`]: the bounded outgoing queue of one client connection.
 //! - [`registry`]: connections, the authoritative copy of their publishers, their subscribers.
 //! - [`forward`]: writes to the data tier, one lane per data server, retried until they land.
@@ -10,13 +11,16 @@
 //! - [`reconcile`]: repair of the data tier from the session's publishers (on primary change
 //!   and periodically) and the periodic version pull.
 //! - [`conn`]: one client WebSocket: decode, dispatch, reply.
+//! - [`detach`]: a session cut off from the meta moves its clients away before it is removed.
 //! - [`api`]: HTTP routes (client WebSocket, change notifications, health, metrics).
 //! - [`server`]: startup, view following, shutdown.
 
 pub mod api;
 pub mod config;
 pub mod conn;
+pub mod detach;
 pub mod error;
+pub mod floor;
 pub mod forward;
 pub mod metrics;
 pub mod outbox;
