@@ -27,4 +27,5 @@ mod session_batch_bytes;
 mod session_failover;
 mod session_partial_loss;
 mod session_reconcile;
+mod session_sigterm;
 mod standalone;
