@@ -133,6 +133,11 @@ impl Membership {
         self.rejoins.subscribe()
     }
 
+    /// How many times this member has joined again so far (see [`Membership::rejoins`]).
+    pub fn rejoin_count(&self) -> u64 {
+        *self.rejoins.borrow()
+    }
+
     /// How long since the meta last took this member's renewal: past the lease, the meta
     /// has removed it (or will as soon as it has a leader).
     pub fn since_renewed(&self) -> Duration {
@@ -230,9 +235,11 @@ async fn renew_loop(
                 tracing::warn!(member = %member.id, "meta no longer knows this member; registering again");
                 match meta.register(&member).await {
                     Ok(r) => {
-                        *renewed.lock() = asked;
-                        publish(&view_tx, r.view);
+                        // Counted before the view and the renewal time are published: a
+                        // server fencing itself on either sees the rejoin first.
                         rejoins.send_modify(|n| *n += 1);
+                        publish(&view_tx, r.view);
+                        *renewed.lock() = asked;
                     }
                     Err(e) => tracing::warn!(member = %member.id, "re-registration failed: {e}"),
                 }
