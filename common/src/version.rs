@@ -18,6 +18,15 @@ pub fn version_ms(version: u64) -> u64 {
     version >> SEQ_BITS
 }
 
+/// How far ahead of the local clock a version learnt from elsewhere may be and still raise a
+/// clock ([`plausible_floor`]): clocks of one cluster are not ten minutes apart.
+pub const MAX_FLOOR_AHEAD_MS: u64 = 10 * 60 * 1000;
+
+/// Whether `version` may serve as a floor: not absurdly far ahead of this machine's clock.
+pub fn plausible_floor(version: u64) -> bool {
+    version_ms(version) <= now_ms().saturating_add(MAX_FLOOR_AHEAD_MS)
+}
+
 /// Issues strictly increasing versions; one per data server process.
 #[derive(Debug, Default)]
 pub struct VersionClock {

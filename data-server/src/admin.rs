@@ -51,6 +51,8 @@ pub fn status_of(s: &DataState) -> DataStatus {
     let draining = view.draining.contains(&s.id);
     let not_ready = if !view.members.contains_key(&s.id) {
         Some("not a member of the cluster view".to_string())
+    } else if s.fenced() {
+        Some("fenced: its lease may have expired, waiting to rejoin".to_string())
     } else if view.epoch == 0 {
         Some("no slot table yet".to_string())
     } else if syncing > 0 {

@@ -77,6 +77,7 @@ async fn write(
     ApiJson(req): ApiJson<WriteRequest>,
 ) -> Result<ApiJson<WriteResponse>, ErrorReply> {
     check_batch(req.ops.len(), s.config.max_batch)?;
+    s.store.observe_floor(req.version_floor);
     let mut changed = Vec::new();
     let mut results = Vec::with_capacity(req.ops.len());
     for op in req.ops {

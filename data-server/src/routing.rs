@@ -29,6 +29,15 @@ pub fn check(
     access: Access,
 ) -> Result<SlotId, DataError> {
     let slot = slot_of(id, view.slots.slot_count());
+    if caller_epoch > view.epoch {
+        // The caller knows a newer table, which may no longer make us the slot's holder:
+        // serving it from ours could accept a write for a slot we lost, or answer with data
+        // that moved on.
+        return Err(DataError::StaleEpoch {
+            caller: caller_epoch,
+            ours: view.epoch,
+        });
+    }
     let Some(assignment) = view.slots.get(slot) else {
         return Err(DataError::NotOwner {
             slot,
@@ -42,12 +51,6 @@ pub fn check(
     };
     if ok {
         return Ok(slot);
-    }
-    if caller_epoch > view.epoch {
-        return Err(DataError::StaleEpoch {
-            caller: caller_epoch,
-            ours: view.epoch,
-        });
     }
     Err(DataError::NotOwner {
         slot,

@@ -48,6 +48,8 @@ pub struct DataState {
     http: HttpClient,
     /// Set while a view refresh requested by a handler is under way (one at a time).
     refreshing: AtomicBool,
+    /// Rejoins (`Membership::rejoin_count`) whose slots have been forgotten and copied anew.
+    rejoins_handled: std::sync::atomic::AtomicU64,
 }
 
 impl DataState {
@@ -61,6 +63,14 @@ impl DataState {
     ) -> Result<SlotId, DataError> {
         let view = self.membership.view();
         let slot = check(&view, &self.id, id, caller_epoch, access)?;
+        if self.fenced() {
+            // Retryable: the caller re-routes by its newer view, or comes back once we are
+            // renewed and have copied our slots in again.
+            return Err(DataError::Migrating {
+                slot,
+                epoch: view.epoch,
+            });
+        }
         match self.slots.phase(slot) {
             Phase::Ready => Ok(slot),
             // Held by the view but not copied in yet (or the phase is about to follow).
@@ -69,6 +79,18 @@ impl DataState {
                 epoch: view.epoch,
             }),
         }
+    }
+
+    /// Whether this server must not serve: the meta has not taken its renewal for a whole
+    /// lease (so it has removed it, or will as soon as it has a leader, and the slots moved
+    /// on), or it joined again and has not forgotten its stale slots yet. A server frozen
+    /// (SIGSTOP) past its lease would otherwise, on waking, apply the requests waiting in its
+    /// sockets to slots it no longer holds and notify sessions of the stale datums at fresh
+    /// versions (found by `registry-chaos`: a 13 s freeze, then a live publisher missing from
+    /// every view for 0.9 s).
+    pub fn fenced(&self) -> bool {
+        self.membership.since_renewed() > self.membership.lease()
+            || self.membership.rejoin_count() != self.rejoins_handled.load(Ordering::Acquire)
     }
 
     /// Whether `from` may ship replication ops of `id` to this server: it must be the slot's
@@ -201,6 +223,7 @@ impl DataServer {
             metrics,
             http,
             refreshing: AtomicBool::new(false),
+            rejoins_handled: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(follow_view(state.clone(), shutdown.clone()));
         tokio::spawn(housekeeping(state.clone(), shutdown.clone()));
@@ -245,6 +268,7 @@ impl DataServer {
 /// cleanup of departed sessions.
 async fn follow_view(state: Arc<DataState>, shutdown: CancellationToken) {
     let mut rx = state.membership.subscribe();
+    let mut rejoins = state.membership.rejoins();
     let mut prev: Option<Arc<ClusterView>> = None;
     let sync_permits = Arc::new(Semaphore::new(state.config.sync_concurrency.max(1)));
     let grace = Duration::from_millis(state.config.session_cleanup_grace_ms);
@@ -289,6 +313,24 @@ async fn follow_view(state: Arc<DataState>, shutdown: CancellationToken) {
         prev = Some(view);
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
+            r = rejoins.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                // The meta removed us (a partition or a freeze past the lease) and we joined
+                // again under the same id, so the same slots: what we hold missed every
+                // write since, and serving it would bring back removed publishers and hide
+                // new ones. Start over as a new member: forget every slot, drop its data,
+                // copy in from the current holders.
+                tracing::warn!("joined the cluster again: copying every held slot in afresh");
+                let count = *rejoins.borrow_and_update();
+                state.slots.forget_all();
+                for slot in 0..state.store.slot_count() {
+                    state.store.drop_slot(slot);
+                }
+                state.rejoins_handled.store(count, Ordering::Release);
+                prev = None;
+            }
             _ = shutdown.cancelled() => return,
         }
     }
@@ -380,6 +422,9 @@ async fn clean_session_later(
 /// Removes the publishers of `sessions` (if still not members) from the slots this server is
 /// primary of, and notifies.
 fn clean_sessions(state: &DataState, sessions: &[MemberId]) {
+    if state.fenced() {
+        return;
+    }
     let mut changed = Vec::new();
     for session in sessions {
         if state.membership.view().members.contains_key(session) {

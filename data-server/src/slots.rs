@@ -71,6 +71,12 @@ impl Slots {
         )
     }
 
+    /// Forgets every slot (all `Idle`): after the meta removed this server and it joined
+    /// again, what it holds is stale and must be copied in afresh.
+    pub fn forget_all(&self) {
+        self.phases.lock().fill(Phase::Idle);
+    }
+
     /// Moves every slot to the phase `view` implies, given the view acted on before
     /// (`None` at startup). Returns the copies to make.
     pub fn on_view(&self, prev: Option<&ClusterView>, view: &ClusterView) -> Vec<SyncJob> {
@@ -198,6 +204,24 @@ mod tests {
             );
         }
         v
+    }
+
+    #[test]
+    fn a_server_that_joins_again_copies_every_held_slot_afresh() {
+        let b = Slots::new(MemberId("b".into()), 16, Duration::from_secs(1));
+        let v = view(2, &["a", "b"]);
+        for job in b.on_view(None, &v) {
+            b.finish_sync(job.slot);
+        }
+        assert_eq!(b.counts(), (0, 16, 0));
+        // Removed and back under the same id, the view holds it where it was: without
+        // forgetting, nothing would be copied and the stale data served.
+        assert!(b.on_view(Some(&v), &v).is_empty());
+        b.forget_all();
+        let jobs = b.on_view(None, &v);
+        assert_eq!(jobs.len(), 16);
+        assert!(jobs.iter().all(|j| j.sources == vec!["a:1".to_string()]));
+        assert_eq!(b.counts(), (16, 0, 0));
     }
 
     #[test]

@@ -69,9 +69,16 @@ struct DatumState {
     version: u64,
     publishers: BTreeMap<PublisherKey, Arc<Publisher>>,
     log: VecDeque<OpEntry>,
-    /// The last change was a server-side removal (see `Datum::server_removal`).
-    server_removal: bool,
+    /// When the data tier last removed publishers of this datum because their session left
+    /// (see `Datum::server_removal`).
+    removed_at: Option<Instant>,
 }
+
+/// How long after a server-side removal every version of the datum still says so
+/// (`Datum::server_removal`): the clients of a departed session re-register through other
+/// sessions one by one, and until the last of them is back each intermediate version is a
+/// partial view that sessions hold back rather than push.
+pub const SERVER_REMOVAL_WINDOW: Duration = Duration::from_secs(10);
 
 impl DatumState {
     fn to_datum(&self, id: &DataInfoId) -> Datum {
@@ -79,12 +86,16 @@ impl DatumState {
             data_info_id: id.clone(),
             version: self.version,
             publishers: self.publishers.values().map(|p| (**p).clone()).collect(),
-            server_removal: self.server_removal,
+            server_removal: self.server_removal(),
         }
     }
 
+    fn server_removal(&self) -> bool {
+        self.removed_at
+            .is_some_and(|at| at.elapsed() < SERVER_REMOVAL_WINDOW)
+    }
+
     fn append(&mut self, version: u64, op: ReplicatedOp, limits: LogLimits) {
-        self.server_removal = false;
         let now = Instant::now();
         self.log.push_back(OpEntry {
             record: OpRecord {
@@ -257,11 +268,19 @@ impl Store {
                     let version = self.clock.next_after(state.version);
                     state.append(version, ReplicatedOp::Remove { key }, self.limits);
                 }
-                state.server_removal = true;
+                state.removed_at = Some(Instant::now());
                 changed.push((id.clone(), state.version));
             }
         }
         changed
+    }
+
+    /// Makes every later version issued here greater than `floor` (a version a caller has
+    /// seen), whatever this server's clock says.
+    pub fn observe_floor(&self, floor: u64) {
+        if registry_common::version::plausible_floor(floor) {
+            self.clock.observe(floor);
+        }
     }
 
     /// The datum of `id` (empty at version 0 if never published).
@@ -287,7 +306,7 @@ impl Store {
                     .values()
                     .flat_map(|p| p.data.iter().cloned())
                     .collect(),
-                server_removal: state.server_removal,
+                server_removal: state.server_removal(),
             }),
             Some(_) => None,
             None => Some(PushDatum::empty(id.clone(), 0)),
@@ -547,6 +566,43 @@ mod tests {
         // New versions issued after installing are above it.
         let a = replica.publish(publisher(&id, "b", 1), ok).unwrap();
         assert!(a.version > full.version);
+    }
+
+    #[test]
+    fn a_server_removal_marks_the_datum_until_its_window_ends() {
+        let id = DataInfoId::new("svc", None, None).unwrap();
+        let store = Store::new(8, LogLimits::default());
+        let mut gone = publisher(&id, "a", 1);
+        gone.session = MemberId("dead".into());
+        store.publish(gone, ok).unwrap();
+        store.publish(publisher(&id, "b", 1), ok).unwrap();
+        assert!(!store.datum(&id).server_removal);
+        let changed = store.remove_session(&MemberId("dead".into()), |_| true);
+        assert_eq!(changed.len(), 1);
+        assert!(store.datum(&id).server_removal);
+        // A client coming back (or any other change) within the window keeps the mark: the
+        // datum may still lack publishers whose clients are on their way.
+        store.publish(publisher(&id, "c", 1), ok).unwrap();
+        let d = store.datum(&id);
+        assert!(d.server_removal && d.publishers.len() == 2);
+        assert!(store.push_datum(&id, 64).unwrap().server_removal);
+    }
+
+    #[test]
+    fn versions_stay_above_a_floor_callers_have_seen() {
+        let id = DataInfoId::new("svc", None, None).unwrap();
+        let store = Store::new(8, LogLimits::default());
+        // A version from a server whose clock is a minute ahead of ours.
+        let ahead =
+            (registry_common::time::now_ms() + 60_000) << registry_common::version::SEQ_BITS;
+        store.observe_floor(ahead);
+        let a = store.publish(publisher(&id, "a", 1), ok).unwrap();
+        assert!(a.version > ahead);
+        // No floor absurdly far ahead is taken (a client's knownVersion is not trusted).
+        let store = Store::new(8, LogLimits::default());
+        store.observe_floor(u64::MAX - 1);
+        let a = store.publish(publisher(&id, "a", 1), ok).unwrap();
+        assert!(a.version < u64::MAX / 2);
     }
 
     #[test]

@@ -5,13 +5,18 @@
 //! - [`cluster`]: meta, data and session nodes started together, with addresses and clients.
 //! - [`raw`]: a bare WebSocket client speaking the JSON protocol by hand, for bad input and
 //!   for observing every push the server sends.
+//! - [`fuzz`]: structure-aware random inputs for every decoder (`decoder-fuzz`).
 //! - [`wait`]: waiting on a condition with a deadline (never a fixed sleep).
 //! - [`proxy`]: a fault-injecting TCP proxy (cut, silence or break links by source address).
 //! - [`bench`]: `registry-bench`, the standard workload against a multi-process cluster.
+//! - [`chaos`]: `registry-chaos`, seeded faults against a multi-process cluster under load,
+//!   with an independent checker.
 //! - [`workload`]: many publishers and recording subscribers for cluster tests.
 
 pub mod bench;
+pub mod chaos;
 pub mod cluster;
+pub mod fuzz;
 pub mod node;
 pub mod proxy;
 pub mod raw;

@@ -216,6 +216,10 @@ async fn heartbeat(
         return Err(MetaError::UnknownMember(q.id).into());
     }
     let check_every = Duration::from_millis(ctx.config.raft_heartbeat_ms.max(10));
+    // A member pings every renew interval. One silent for this long is frozen (SIGSTOP, a
+    // stalled host) or cut off with its connection still open: treat it as a lost
+    // connection, so it is removed after the short grace instead of a whole lease later.
+    let silence = Duration::from_millis(ctx.config.renew_interval_ms.max(1)) * 3;
     Ok(upgrade
         .max_message_size(4096)
         .on_upgrade(move |mut socket| async move {
@@ -227,6 +231,7 @@ async fn heartbeat(
             check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // Whether the member's side ended the connection (a crash hint) rather than us.
             let mut by_member = false;
+            let mut heard = std::time::Instant::now();
             loop {
                 tokio::select! {
                     msg = socket.recv() => match msg {
@@ -234,13 +239,21 @@ async fn heartbeat(
                             by_member = true;
                             break;
                         }
-                        Some(Ok(_)) => { let _ = ctx.leases.renew(&id); }
+                        Some(Ok(_)) => {
+                            heard = std::time::Instant::now();
+                            let _ = ctx.leases.renew(&id);
+                        }
                     },
                     changed = leader.changed() => {
                         if changed.is_err() || *leader.borrow() != Some(me) { break; }
                     }
                     _ = check.tick() => {
                         if ctx.raft.serving_term().is_none() { break; }
+                        if heard.elapsed() > silence {
+                            tracing::info!(member = %id, silent_ms = heard.elapsed().as_millis() as u64, "heartbeat silent: treating the member as disconnected");
+                            by_member = true;
+                            break;
+                        }
                     }
                     _ = ctx.shutdown.cancelled() => break,
                 }

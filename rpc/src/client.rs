@@ -219,7 +219,8 @@ fn build(tls: Option<&ClientTls>) -> reqwest::Client {
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(64)
-        .no_proxy();
+        .no_proxy()
+        .local_address(crate::net::connect_from());
     let builder = match tls {
         Some(tls) => builder.tls_backend_preconfigured(tls.config_owned()),
         None => builder,

@@ -9,6 +9,7 @@
 //! - [`meta_client`]: talking to the MetaServer: register, renew, watch the cluster view,
 //!   following the leader; [`membership`] keeps a server joined and its view current.
 //! - [`metrics`]: the Prometheus registry and `/metrics` rendering.
+//! - [`net`]: the source address of outgoing cluster connections (`REGISTRY_CONNECT_FROM`).
 //! - [`runtime`]: logging setup and the shutdown signal of every binary.
 //! - [`tls`]: the listener that serves TLS (certificates are loaded by `registry_common::tls`).
 
@@ -18,6 +19,7 @@ pub mod client;
 pub mod membership;
 pub mod meta_client;
 pub mod metrics;
+pub mod net;
 pub mod runtime;
 pub mod server;
 pub mod tls;

@@ -37,6 +37,12 @@ pub struct Membership {
     stop: CancellationToken,
     /// The ACL revision the guard holds, after every change.
     acl_tx: Arc<watch::Sender<u64>>,
+    /// When the meta last took a renewal of this member (or its registration).
+    renewed: Arc<parking_lot::Mutex<std::time::Instant>>,
+    /// The lease the meta grants: a member not renewed for this long is removed.
+    lease: Duration,
+    /// Counts the times the meta had removed this member and it registered again.
+    rejoins: Arc<watch::Sender<u64>>,
 }
 
 impl Membership {
@@ -68,11 +74,15 @@ impl Membership {
         let view_tx = Arc::new(view_tx);
         let stop = shutdown.child_token();
         let renew = Duration::from_millis(registered.lease.renew_interval_ms.max(10));
+        let lease = Duration::from_millis(registered.lease.lease_ms.max(1));
+        let renewed = Arc::new(parking_lot::Mutex::new(std::time::Instant::now()));
+        let rejoins = Arc::new(watch::channel(0).0);
         tokio::spawn(renew_loop(
             meta.clone(),
             member.clone(),
             view_tx.clone(),
             renew,
+            (renewed.clone(), rejoins.clone()),
             stop.clone(),
         ));
         tokio::spawn(watch_loop(meta.clone(), view_tx.clone(), stop.clone()));
@@ -110,7 +120,33 @@ impl Membership {
             view_tx,
             stop,
             acl_tx,
+            renewed,
+            lease,
+            rejoins,
         })
+    }
+
+    /// Wakes each time the meta had removed this member and it registered again (after a
+    /// partition or a freeze longer than the lease): whatever it held may have moved on
+    /// without it.
+    pub fn rejoins(&self) -> watch::Receiver<u64> {
+        self.rejoins.subscribe()
+    }
+
+    /// How many times this member has joined again so far (see [`Membership::rejoins`]).
+    pub fn rejoin_count(&self) -> u64 {
+        *self.rejoins.borrow()
+    }
+
+    /// How long since the meta last took this member's renewal: past the lease, the meta
+    /// has removed it (or will as soon as it has a leader).
+    pub fn since_renewed(&self) -> Duration {
+        self.renewed.lock().elapsed()
+    }
+
+    /// The lease the meta grants this member.
+    pub fn lease(&self) -> Duration {
+        self.lease
     }
 
     pub fn member(&self) -> &Member {
@@ -179,6 +215,10 @@ async fn renew_loop(
     member: Member,
     view_tx: Arc<watch::Sender<Arc<ClusterView>>>,
     every: Duration,
+    (renewed, rejoins): (
+        Arc<parking_lot::Mutex<std::time::Instant>>,
+        Arc<watch::Sender<u64>>,
+    ),
     stop: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(every);
@@ -188,12 +228,19 @@ async fn renew_loop(
             _ = ticker.tick() => {}
             _ = stop.cancelled() => return,
         }
+        let asked = std::time::Instant::now();
         match meta.renew(&member.id).await {
-            Ok(_) => {}
+            Ok(_) => *renewed.lock() = asked,
             Err(RpcError::Api(e)) if e.code == ErrorCode::NotFound => {
                 tracing::warn!(member = %member.id, "meta no longer knows this member; registering again");
                 match meta.register(&member).await {
-                    Ok(r) => publish(&view_tx, r.view),
+                    Ok(r) => {
+                        // Counted before the view and the renewal time are published: a
+                        // server fencing itself on either sees the rejoin first.
+                        rejoins.send_modify(|n| *n += 1);
+                        publish(&view_tx, r.view);
+                        *renewed.lock() = asked;
+                    }
                     Err(e) => tracing::warn!(member = %member.id, "re-registration failed: {e}"),
                 }
             }
@@ -293,10 +340,11 @@ async fn heartbeat_loop(
                 .http()
                 .tls()
                 .map(|tls| tokio_tungstenite::Connector::Rustls(tls.config()));
-            let connect = tokio::time::timeout(
-                Duration::from_secs(2),
-                tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector),
-            );
+            let connect = tokio::time::timeout(Duration::from_secs(2), async {
+                let stream = crate::net::connect(&addr, Duration::from_secs(2)).await?;
+                tokio_tungstenite::client_async_tls_with_config(request, stream, None, connector)
+                    .await
+            });
             let mut ws = tokio::select! {
                 r = connect => match r {
                     Ok(Ok((ws, _))) => ws,

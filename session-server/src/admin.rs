@@ -56,6 +56,8 @@ pub fn status_of(s: &SessionState) -> SessionStatus {
     let view = s.membership.view();
     let not_ready = if s.draining.load(Ordering::Acquire) {
         Some("shutting down".to_string())
+    } else if s.detached.load(Ordering::Acquire) {
+        Some("cut off from the meta cluster".to_string())
     } else if view.epoch == 0 || !view.members.contains_key(&s.id) {
         Some("not a member of the cluster view".to_string())
     } else if view.members_of(Role::Data).next().is_none() {

@@ -89,7 +89,7 @@ pub async fn serve(socket: WebSocket, remote: SocketAddr, ctx: Arc<SessionState>
     // publishers stay for the data tier's session cleanup: their clients are re-registering
     // on another session, which takes them over without a gap.
     let ops = ctx.registry.close(&conn);
-    if !ctx.draining.load(std::sync::atomic::Ordering::Acquire) {
+    if !ctx.leaving() {
         ctx.forwarder.submit(ops);
     }
     ctx.pusher.drop_conn(&conn);
@@ -300,7 +300,7 @@ fn dispatch(
             if protocol != PROTOCOL_VERSION {
                 return Err(SessionError::Protocol(protocol, PROTOCOL_VERSION));
             }
-            if ctx.draining.load(std::sync::atomic::Ordering::Acquire) {
+            if ctx.leaving() {
                 return Err(SessionError::ShuttingDown);
             }
             if conn.hello.get().is_some() {

@@ -223,8 +223,29 @@ fn is_latest(shared: &Shared, q: &Queued) -> bool {
     shared.latest.lock().get(&key_of(&q.op)) == Some(&q.seq)
 }
 
+/// Most bytes of publisher data one write batch carries: well under a data server's default
+/// request limit (32 MiB), as a publisher may carry 512 KiB and a batch 2,000 ops.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// What an op weighs in a batch: its data plus room for ids and framing.
+fn op_bytes(op: &WriteOp) -> usize {
+    512 + match op {
+        WriteOp::Publish { publisher } => publisher.payload_len() + 64 * publisher.data.len(),
+        WriteOp::Unpublish { .. } => 0,
+    }
+}
+
+/// Whether a data server refused a whole request as too large.
+fn too_large(e: &RpcError) -> bool {
+    e.code() == ErrorCode::PayloadTooLarge
+        || matches!(e, RpcError::BadAnswer(m) if m.starts_with("HTTP 413"))
+}
+
 async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
     let mut backoff = LaneBackoff::default();
+    // Ops per batch; halved when the data server refuses a batch as too large (its limit
+    // may be below ours), back to the maximum once a batch lands.
+    let mut max_ops = shared.max_batch.max(1);
     loop {
         tokio::select! {
             _ = lane.wake.notified() => {}
@@ -233,8 +254,16 @@ async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
         loop {
             let batch: Vec<Queued> = {
                 let mut pending = lane.pending.lock();
-                let keys: Vec<PublisherKey> =
-                    pending.keys().take(shared.max_batch).cloned().collect();
+                let mut bytes = 0;
+                let mut keys: Vec<PublisherKey> = Vec::new();
+                for (k, q) in pending.iter() {
+                    let b = op_bytes(&q.op);
+                    if keys.len() >= max_ops || (!keys.is_empty() && bytes + b > MAX_BATCH_BYTES) {
+                        break;
+                    }
+                    bytes += b;
+                    keys.push(k.clone());
+                }
                 keys.iter().filter_map(|k| pending.remove(k)).collect()
             };
             if batch.is_empty() {
@@ -244,6 +273,7 @@ async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
             let req = WriteRequest {
                 epoch: view.epoch,
                 ops: batch.iter().map(|q| q.op.clone()).collect(),
+                version_floor: crate::floor::get(),
             };
             let answer: Result<WriteResponse, RpcError> =
                 shared.http.post(&lane.addr, "/data/v1/write", &req).await;
@@ -280,6 +310,18 @@ async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
                     tracing::warn!(to = %lane.addr, "data server answered a write batch with the wrong number of results");
                     retry = batch;
                 }
+                Err(e) if too_large(&e) && batch.len() > 1 => {
+                    // Send it again at once in smaller batches.
+                    max_ops = (batch.len() / 2).max(1);
+                    tracing::info!(to = %lane.addr, ops = batch.len(), "write batch too large for the data server: halving it");
+                    let mut pending = lane.pending.lock();
+                    for q in batch {
+                        if is_latest(&shared, &q) {
+                            pending.entry(key_of(&q.op)).or_insert(q);
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::debug!(to = %lane.addr, "write batch failed: {e}");
                     if let RpcError::Api(api) = &e {
@@ -287,6 +329,9 @@ async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
                     }
                     retry = batch;
                 }
+            }
+            if answered {
+                max_ops = shared.max_batch.max(1);
             }
             if retry.is_empty() {
                 backoff.reset();

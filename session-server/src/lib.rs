@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: flags and defaults.
 //! - [`error`]: the domain's errors and their wire codes.
+//! - [`floor`]: the highest datum version seen, sent with every write as a floor.
 //! - [`limits`]: caps on connections, on what one connection holds, and on its registration
 //!   rate.
 //! - [`outbox`]: the bounded outgoing queue of one client connection.
@@ -12,6 +13,7 @@
 //! - [`reconcile`]: repair of the data tier from the session's publishers (on primary change
 //!   and periodically) and the periodic version pull.
 //! - [`conn`]: one client WebSocket: decode, dispatch, reply.
+//! - [`detach`]: a session cut off from the meta moves its clients away before it is removed.
 //! - [`api`]: HTTP routes (client WebSocket, change notifications, health, metrics).
 //! - [`admin`]: admin routes (status, one service), readiness, and the operators' levers
 //!   (push switch, clients taken off) applied from the view.
@@ -21,7 +23,9 @@ pub mod admin;
 pub mod api;
 pub mod config;
 pub mod conn;
+pub mod detach;
 pub mod error;
+pub mod floor;
 pub mod forward;
 pub mod limits;
 pub mod metrics;

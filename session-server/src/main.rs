@@ -33,9 +33,11 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: SessionConfig) -> anyhow::Result<()> {
     init_tracing();
-    let shutdown = shutdown_on_signal();
-    let server = SessionServer::start(config, shutdown.clone()).await?;
-    shutdown.cancelled().await;
+    let signal = shutdown_on_signal();
+    // The server gets a token of its own: cancelled at once by the signal, it would stop its
+    // connections before the graceful stop had sent them `go_away`.
+    let server = SessionServer::start(config, registry_rpc::CancellationToken::new()).await?;
+    signal.cancelled().await;
     server.shutdown().await;
     Ok(())
 }

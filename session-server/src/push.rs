@@ -16,10 +16,11 @@
 //! datum) with backoff; after the configured retries the connection is closed as
 //! unresponsive.
 //!
-//! Empty-push protection: a datum that lost all its publishers through a server-side event
-//! (their session server left; see `Datum::server_removal`) while subscribers still hold
-//! publishers is held back for a protection window; if publishers come back meanwhile (their
-//! clients re-registered elsewhere) subscribers never see it empty.
+//! Removal protection: a datum that lost publishers through a server-side event (their
+//! session server left; see `Datum::server_removal`), whether all of them or some, is held
+//! back for a protection window while it has fewer publishers than the one subscribers hold;
+//! if the publishers come back meanwhile (their clients re-registered elsewhere) subscribers
+//! never see the partial view.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -216,6 +217,7 @@ impl Pusher {
         id: DataInfoId,
         known_version: u64,
     ) {
+        crate::floor::observe(known_version);
         let key: SubKey = (conn.id, Arc::from(regist_id));
         let sub = Sub {
             conn: conn.clone(),
@@ -353,13 +355,17 @@ impl Pusher {
         }
     }
 
-    /// Whether to hold back `datum`: it was emptied by a server-side event while subscribers
-    /// hold publishers, and the protection window has not run out yet.
+    /// Whether to hold back `datum`: a server-side event removed publishers from it and it
+    /// has fewer than the datum subscribers hold, and the protection window has not run out
+    /// yet. A partial loss is held back as an empty datum is: the clients of a departed
+    /// session come back one by one.
     fn hold_empty(self: &Arc<Self>, datum: &PushDatum) -> bool {
         let id = &datum.data_info_id;
-        let emptied = datum.publishers == 0
-            && datum.server_removal
-            && self.cache.get(id).is_some_and(|p| p.datum.publishers > 0);
+        let emptied = datum.server_removal
+            && self
+                .cache
+                .get(id)
+                .is_some_and(|p| p.datum.publishers > datum.publishers);
         let mut held = self.held_empty.lock();
         if !emptied {
             held.remove(id);
@@ -373,7 +379,7 @@ impl Pusher {
                     .empty_protection
                     .with_label_values(&["held"])
                     .inc();
-                tracing::info!(%id, "holding back a datum emptied by a server-side event");
+                tracing::info!(%id, publishers = datum.publishers, "holding back a datum that lost publishers to a server-side event");
                 // Look again once the window has passed.
                 let pusher = self.clone();
                 let id = id.clone();
@@ -402,6 +408,7 @@ impl Pusher {
     pub fn accept(self: &Arc<Self>, datum: PushDatum) {
         let id = datum.data_info_id.clone();
         let version = datum.version;
+        crate::floor::observe(version);
         let newer = self.cache.get(&id).is_none_or(|p| p.version() < version);
         if newer && self.has_subscribers(&id) && !self.hold_empty(&datum) {
             let prepared = Arc::new(Prepared::new(datum));

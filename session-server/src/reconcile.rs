@@ -47,6 +47,8 @@ pub struct Repaired {
 #[derive(Default)]
 pub struct Reconciler {
     dirty: Mutex<BTreeSet<SlotId>>,
+    /// A version pull is wanted before the next interval.
+    pull: std::sync::atomic::AtomicBool,
     wake: Notify,
 }
 
@@ -59,6 +61,12 @@ impl Reconciler {
         if dirty.len() != before {
             self.wake.notify_one();
         }
+    }
+
+    /// Asks for a version pull soon (after missing the data tier's notifications).
+    pub fn pull_soon(&self) {
+        self.pull.store(true, std::sync::atomic::Ordering::Release);
+        self.wake.notify_one();
     }
 
     /// Slots whose primary differs between two views.
@@ -268,9 +276,23 @@ pub async fn run(state: Arc<SessionState>, interval: Duration) {
         }
         let dirty: BTreeSet<SlotId> = std::mem::take(&mut *state.reconciler.dirty.lock());
         if dirty.is_empty() {
+            if state
+                .reconciler
+                .pull
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                pull_versions(&state, &view).await;
+            }
             continue;
         }
         let r = repair(&state, &view, Some(&dirty)).await;
+        if state
+            .reconciler
+            .pull
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            pull_versions(&state, &view).await;
+        }
         let missed: Vec<SlotId> = dirty.difference(&r.covered).copied().collect();
         if missed.is_empty() {
             backoff.reset();

@@ -46,6 +46,9 @@ pub struct SessionState {
     /// closing connection leaves its publishers for the data tier's session cleanup (by then
     /// their clients have re-registered elsewhere, so they do not flap).
     pub draining: AtomicBool,
+    /// Set while the session is cut off from the meta cluster (see `detach`): clients are
+    /// moved away and refused, as while draining.
+    pub detached: AtomicBool,
     /// Fault injection for tests and drills.
     pub faults: Faults,
     /// Checks cluster signatures and client `hello`s; follows the ACL.
@@ -161,6 +164,7 @@ impl SessionServer {
             http,
             shutdown: shutdown.clone(),
             draining: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
             faults: Faults::default(),
             guard: guard.clone(),
             health: crate::admin::Health::default(),
@@ -168,6 +172,7 @@ impl SessionServer {
         tokio::spawn(crate::conn::close_revoked(state.clone()));
         tokio::spawn(follow_view(state.clone()));
         tokio::spawn(crate::admin::probe_data_tier(state.clone()));
+        tokio::spawn(crate::detach::run(state.clone()));
         tokio::spawn(crate::reconcile::run(
             state.clone(),
             Duration::from_millis(state.config.reconcile_interval_ms.max(10)),
@@ -246,8 +251,16 @@ async fn follow_view(state: Arc<SessionState>) {
         state.pusher.on_view(&view);
         crate::admin::apply_levers(&state, &view);
         if let Some(prev) = &prev {
-            // A slot with a new primary: make sure it holds everything this session owns.
-            state.reconciler.mark(Reconciler::moved_slots(prev, &view));
+            if !prev.members.contains_key(&state.id) && view.members.contains_key(&state.id) {
+                // Back after the meta removed us: the data tier dropped what we own and we
+                // missed its changes. Repair everything and pull versions now.
+                tracing::warn!(epoch = view.epoch, "member again: repairing every slot");
+                state.reconciler.mark(0..view.slots.slot_count());
+                state.reconciler.pull_soon();
+            } else {
+                // A slot with a new primary: make sure it holds everything this session owns.
+                state.reconciler.mark(Reconciler::moved_slots(prev, &view));
+            }
         }
         prev = Some(view);
         tokio::select! {

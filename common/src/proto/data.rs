@@ -46,6 +46,15 @@ impl WriteOp {
 pub struct WriteRequest {
     pub epoch: u64,
     pub ops: Vec<WriteOp>,
+    /// The highest datum version the caller has seen (0: none). The data server issues every
+    /// later version above it, so a server whose clock is behind, or that restarted and lost
+    /// what it issued, never goes below what sessions and clients hold.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub version_floor: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Outcome of one op: the datum version after it, or why it was refused.

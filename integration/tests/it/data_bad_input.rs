@@ -71,6 +71,7 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
 
     // Stale epoch: the caller claims a table newer than ours.
     let req = WriteRequest {
+        version_floor: 0,
         epoch: view.epoch + 100,
         ops: vec![WriteOp::Publish {
             publisher: publisher(&id),
@@ -81,6 +82,7 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     assert_eq!(err.code, ErrorCode::StaleEpoch);
     // Not the primary: redirected to it.
     let req = WriteRequest {
+        version_floor: 0,
         epoch: view.epoch,
         ops: req.ops,
     };
@@ -113,6 +115,7 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
 
     // Oversized batch (by count) and oversized body (by bytes).
     let many = WriteRequest {
+        version_floor: 0,
         epoch: view.epoch,
         ops: (0..101)
             .map(|_| WriteOp::Publish {
@@ -132,6 +135,7 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
             &p_addr,
             "/data/v1/write",
             &WriteRequest {
+                version_floor: 0,
                 epoch: view.epoch,
                 ops: vec![WriteOp::Publish { publisher: big }],
             },

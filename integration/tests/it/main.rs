@@ -3,14 +3,17 @@
 
 mod bad_input;
 mod data_bad_input;
+mod data_epoch_ahead;
 mod data_failover;
 mod data_race;
 mod data_restart;
 mod data_scale;
+mod decoders;
 mod meta_bad_input;
 mod meta_crash_detection;
 mod meta_failover;
 mod meta_fixture;
+mod meta_frozen_member;
 mod meta_leases;
 mod meta_partition;
 mod meta_replace_node;
@@ -24,6 +27,9 @@ mod security_limits;
 mod security_rotation;
 mod security_tls;
 mod session_backpressure;
+mod session_batch_bytes;
 mod session_failover;
+mod session_partial_loss;
 mod session_reconcile;
+mod session_sigterm;
 mod standalone;

@@ -18,14 +18,14 @@ async fn registryctl(args: &[&str]) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     let out: Output = loop {
         let out = tokio::process::Command::new(workspace_binary("registry-cli", "registryctl"))
-            .arg("meta")
+            .args(["--json", "meta"])
             .args(args)
             .env("RUST_LOG", "warn")
             .output()
             .await
             .expect("registryctl runs");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let transient = ["NotLeader", "Unavailable", "Timeout"]
+        let transient = ["not_leader", "unavailable", "timeout", "no meta node"]
             .iter()
             .any(|code| stderr.contains(code));
         if out.status.success() || !transient || tokio::time::Instant::now() > deadline {

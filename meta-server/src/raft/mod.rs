@@ -41,6 +41,7 @@
 //! only while this node is leader *and* its lease is valid.
 
 mod api;
+pub mod decoders;
 mod error;
 mod log_store;
 mod network;
