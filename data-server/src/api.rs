@@ -51,11 +51,25 @@ pub fn router(state: Arc<DataState>) -> Router {
         .route("/data/v1/sync", post(sync))
         .route("/data/v1/status", get(status))
         .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(|| async { "ready" }))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// Ready once this server is a member of the view it follows and holds every slot it was
+/// given (none still copying in): a rolling restart moves on to the next server only then.
+async fn ready(State(s): State<Arc<DataState>>) -> Result<&'static str, ErrorReply> {
+    let (syncing, _, _) = s.slots.counts();
+    let member = s.membership.view().members.contains_key(&s.id);
+    if member && syncing == 0 {
+        return Ok("ready");
+    }
+    Err(ErrorReply(registry_common::error::ApiError::new(
+        registry_common::error::ErrorCode::Unavailable,
+        format!("member of the view: {member}; slots still copying in: {syncing}"),
+    )))
 }
 
 /// Who may call `path` when auth is on.

@@ -53,11 +53,25 @@ pub fn router(state: Arc<SessionState>) -> Router {
         .route("/session/v1/changes", post(changes))
         .route("/session/v1/status", get(status))
         .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(|| async { "ready" }))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Ready while this server is a member of the view it follows and not moving its clients
+/// away (a graceful stop is under way).
+async fn ready(State(s): State<Arc<SessionState>>) -> Result<&'static str, ErrorReply> {
+    let member = s.membership.view().members.contains_key(&s.id);
+    let draining = s.draining.load(std::sync::atomic::Ordering::Acquire);
+    if member && !draining {
+        return Ok("ready");
+    }
+    Err(ErrorReply(registry_common::error::ApiError::new(
+        registry_common::error::ErrorCode::Unavailable,
+        format!("member of the view: {member}; stopping: {draining}"),
+    )))
 }
 
 async fn ws(

@@ -12,6 +12,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000\0";
 
 use clap::{Parser, Subcommand};
+use registry_cli::health::HealthArgs;
 use registry_cli::standalone::{Standalone, StandaloneConfig};
 use registry_rpc::runtime::{block_on, init_tracing, shutdown_on_signal};
 
@@ -36,10 +37,24 @@ enum Command {
     Data(data_server::DataConfig),
     /// One session server.
     Session(session_server::SessionConfig),
+    /// Ask a server's `/health` (or `--path /ready`); exit 0 if it answers 2xx in time, 1
+    /// otherwise. For container health checks.
+    Health(HealthArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Health(args) = &cli.command {
+        let result = block_on(Some(1), registry_cli::health::check(args))?;
+        match result {
+            Ok(status) => println!("{status}"),
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                std::process::exit(1);
+            }
+        }
+        return Ok(());
+    }
     block_on(cli.worker_threads, run(cli.command))?
 }
 
@@ -47,6 +62,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     init_tracing();
     let shutdown = shutdown_on_signal();
     match command {
+        Command::Health(_) => unreachable!("answered in main"),
         Command::Standalone(config) => {
             let dir = config.data_dir.clone();
             let registry = Standalone::start(config, shutdown.clone()).await?;
