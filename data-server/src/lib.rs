@@ -8,11 +8,13 @@
 //! - [`replication`]: shipping the primary's ops to replicas, in batches, with full-copy fallback.
 //! - [`notify`]: batched change notifications to every session server.
 //! - [`api`]: the HTTP endpoints (write, fetch, versions, session digests, replicate, sync).
+//! - [`drain`]: the graceful stop on SIGTERM: hand every slot to the others, then leave.
 //! - [`server`]: startup, the view follower (slot copies, targets, session cleanup),
 //!   housekeeping and shutdown.
 
 pub mod api;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod metrics;
 pub mod notify;

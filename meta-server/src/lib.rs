@@ -6,11 +6,12 @@
 //! - [`leases`]: member leases and heartbeat connections, held by the leader in memory.
 //! - [`api`]: the HTTP endpoints for members, watchers and operators.
 //! - [`config`]: flags and defaults; [`error`]: the domain's errors.
-//! - [`server`]: startup, bootstrap and shutdown.
+//! - [`server`]: startup, bootstrap and shutdown; [`handover`]: a leader's graceful stop.
 
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod handover;
 pub mod leases;
 pub mod raft;
 pub mod server;

@@ -1,4 +1,5 @@
-//! `session-server`: runs one session server until Ctrl-C or SIGTERM.
+//! `session-server`: runs one session server until Ctrl-C or SIGTERM, then sends its
+//! clients to the other sessions (`go_away`) and leaves.
 
 /// jemalloc: far fewer cycles in malloc/free than the system allocator on this workload of
 /// many small short-lived buffers (JSON frames), with less fragmentation.
@@ -13,6 +14,7 @@ pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muz
 
 use clap::Parser;
 use registry_rpc::runtime::{block_on, init_tracing, shutdown_on_signal};
+use registry_rpc::CancellationToken;
 use session_server::{SessionConfig, SessionServer};
 
 #[derive(Parser)]
@@ -33,9 +35,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: SessionConfig) -> anyhow::Result<()> {
     init_tracing();
-    let shutdown = shutdown_on_signal();
-    let server = SessionServer::start(config, shutdown.clone()).await?;
-    shutdown.cancelled().await;
+    let signal = shutdown_on_signal();
+    // The server's own token: it must still serve while it moves its clients away.
+    let server = SessionServer::start(config, CancellationToken::new()).await?;
+    signal.cancelled().await;
     server.shutdown().await;
     Ok(())
 }

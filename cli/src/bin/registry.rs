@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use registry_cli::health::HealthArgs;
 use registry_cli::standalone::{Standalone, StandaloneConfig};
 use registry_rpc::runtime::{block_on, init_tracing, shutdown_on_signal};
+use registry_rpc::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "registry", version, about = "A three-tier service registry")]
@@ -60,7 +61,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     init_tracing();
-    let shutdown = shutdown_on_signal();
+    // The signal starts each role's graceful stop (a data server drains, a session sends its
+    // clients away, a meta leader hands over); the servers run on their own token meanwhile.
+    let signal = shutdown_on_signal();
+    let shutdown = CancellationToken::new();
     match command {
         Command::Health(_) => unreachable!("answered in main"),
         Command::Standalone(config) => {
@@ -72,22 +76,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 "standalone registry ready; clients connect to ws://{}/ws",
                 registry.session_addr()
             );
-            shutdown.cancelled().await;
+            signal.cancelled().await;
             registry.shutdown().await;
         }
         Command::Meta(config) => {
-            let s = meta_server::MetaServer::start(config, shutdown.clone()).await?;
-            shutdown.cancelled().await;
-            s.shutdown().await;
+            let handover = config.handover_timeout();
+            let s = meta_server::MetaServer::start(config, shutdown).await?;
+            signal.cancelled().await;
+            s.hand_over_and_shutdown(handover).await;
         }
         Command::Data(config) => {
-            let s = data_server::DataServer::start(config, shutdown.clone()).await?;
-            shutdown.cancelled().await;
-            s.shutdown().await;
+            let drain = config.drain_timeout();
+            let s = data_server::DataServer::start(config, shutdown).await?;
+            signal.cancelled().await;
+            s.drain_and_shutdown(drain).await;
         }
         Command::Session(config) => {
-            let s = session_server::SessionServer::start(config, shutdown.clone()).await?;
-            shutdown.cancelled().await;
+            let s = session_server::SessionServer::start(config, shutdown).await?;
+            signal.cancelled().await;
             s.shutdown().await;
         }
     }
