@@ -477,3 +477,20 @@ async fn registry_health_exits_zero_only_on_a_2xx_answer() {
         "nobody listening is not healthy"
     );
 }
+
+/// A server listening on every interface must be told the address to advertise: the
+/// wildcard would otherwise go into the membership, where no peer can reach it.
+#[tokio::test]
+async fn a_wildcard_listener_without_advertise_is_refused() {
+    for role in ["meta", "data", "session"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_registry"))
+            .args([role, "--listen", "0.0.0.0:0", "--insecure"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("registry runs");
+        assert!(!out.status.success(), "{role} started on a wildcard");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--advertise"), "{role}: {err}");
+    }
+}

@@ -14,7 +14,7 @@ pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muz
 
 use clap::Parser;
 use meta_server::{MetaConfig, MetaServer};
-use registry_rpc::runtime::{block_on, init_tracing, shutdown_on_signal};
+use registry_rpc::runtime::{block_on, check_advertise, init_tracing, shutdown_on_signal};
 use registry_rpc::CancellationToken;
 
 #[derive(Parser)]
@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: MetaConfig) -> anyhow::Result<()> {
     init_tracing();
+    check_advertise(&config.listen, config.advertise.as_deref()).map_err(anyhow::Error::msg)?;
     let signal = shutdown_on_signal();
     let handover = config.handover_timeout();
     // The server's own token: a leader hands over while still serving.

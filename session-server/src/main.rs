@@ -13,7 +13,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000\0";
 
 use clap::Parser;
-use registry_rpc::runtime::{block_on, init_tracing, shutdown_on_signal};
+use registry_rpc::runtime::{block_on, check_advertise, init_tracing, shutdown_on_signal};
 use registry_rpc::CancellationToken;
 use session_server::{SessionConfig, SessionServer};
 
@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: SessionConfig) -> anyhow::Result<()> {
     init_tracing();
+    check_advertise(&config.listen, config.advertise.as_deref()).map_err(anyhow::Error::msg)?;
     let signal = shutdown_on_signal();
     // The server's own token: it must still serve while it moves its clients away.
     let server = SessionServer::start(config, CancellationToken::new()).await?;

@@ -14,7 +14,7 @@ pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muz
 use clap::{Parser, Subcommand};
 use registry_cli::health::HealthArgs;
 use registry_cli::standalone::{Standalone, StandaloneConfig};
-use registry_rpc::runtime::{block_on, init_tracing, shutdown_on_signal};
+use registry_rpc::runtime::{block_on, check_advertise, init_tracing, shutdown_on_signal};
 use registry_rpc::CancellationToken;
 
 #[derive(Parser)]
@@ -80,18 +80,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
             registry.shutdown().await;
         }
         Command::Meta(config) => {
+            check_advertise(&config.listen, config.advertise.as_deref())
+                .map_err(anyhow::Error::msg)?;
             let handover = config.handover_timeout();
             let s = meta_server::MetaServer::start(config, shutdown).await?;
             signal.cancelled().await;
             s.hand_over_and_shutdown(handover).await;
         }
         Command::Data(config) => {
+            check_advertise(&config.listen, config.advertise.as_deref())
+                .map_err(anyhow::Error::msg)?;
             let drain = config.drain_timeout();
             let s = data_server::DataServer::start(config, shutdown).await?;
             signal.cancelled().await;
             s.drain_and_shutdown(drain).await;
         }
         Command::Session(config) => {
+            check_advertise(&config.listen, config.advertise.as_deref())
+                .map_err(anyhow::Error::msg)?;
             let s = session_server::SessionServer::start(config, shutdown).await?;
             signal.cancelled().await;
             s.shutdown().await;
