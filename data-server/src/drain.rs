@@ -5,7 +5,8 @@
 //! operation: the meta leader marks this server draining, the slot table of the next epoch
 //! gives its slots to the others, and they copy them from this server (which still serves,
 //! refusing writes for slots it no longer holds). The server waits until the view holds none
-//! of its slots and no other data server is still copying a slot in, then leaves. Everything
+//! of its slots, every other data server has applied that view, and none is still copying a
+//! slot in, then leaves. Everything
 //! is bounded by one deadline: past it, the server leaves anyway and the replicas' copies
 //! plus the sessions' repair restore whatever had not moved yet.
 
@@ -93,21 +94,22 @@ pub async fn drain(state: &DataState, timeout: Duration) -> Result<DrainOutcome,
     };
     // Our own view reaches the epoch without our slots through the membership watch.
     let wait_view = rx.wait_for(|v| held(v) == 0);
-    if tokio::time::timeout_at(deadline.into(), wait_view)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            held = held(&state.membership.view()),
-            "drain timed out before the slot table moved"
-        );
-        return Ok(DrainOutcome::TimedOut);
-    }
-    // The gainers copy from us; stay until none of them is still copying in.
+    let drained_epoch = match tokio::time::timeout_at(deadline.into(), wait_view).await {
+        Ok(Ok(view)) => view.epoch,
+        _ => {
+            tracing::warn!(
+                held = held(&state.membership.view()),
+                "drain timed out before the slot table moved"
+            );
+            return Ok(DrainOutcome::TimedOut);
+        }
+    };
+    // The gainers copy from us; stay until every other data server has seen that epoch (so
+    // it knows what it gained) and none is still copying in.
     let http = HttpClient::new(Duration::from_secs(2)).with_signer(meta.signer().cloned());
     loop {
-        let syncing = others_syncing(state, &http).await;
-        if syncing == 0 {
+        let busy = others_busy(state, &http, drained_epoch).await;
+        if busy == 0 {
             tracing::info!(
                 took_ms = started.elapsed().as_millis() as u64,
                 "drained: every slot is held and copied elsewhere"
@@ -116,7 +118,7 @@ pub async fn drain(state: &DataState, timeout: Duration) -> Result<DrainOutcome,
         }
         if Instant::now() >= deadline {
             tracing::warn!(
-                syncing,
+                servers = busy,
                 "drain timed out while slots were still being copied"
             );
             return Ok(DrainOutcome::TimedOut);
@@ -125,9 +127,10 @@ pub async fn drain(state: &DataState, timeout: Duration) -> Result<DrainOutcome,
     }
 }
 
-/// Slots the other data servers of the current view are still copying in (servers that do
-/// not answer count as none: a dead server copies nothing).
-async fn others_syncing(state: &DataState, http: &HttpClient) -> u64 {
+/// Other data servers of the current view that have not yet applied `epoch` or are still
+/// copying a slot in (a server that does not answer counts as done: a dead server copies
+/// nothing).
+async fn others_busy(state: &DataState, http: &HttpClient, epoch: u64) -> usize {
     let view = state.membership.view();
     let addrs: Vec<String> = view
         .members_of(Role::Data)
@@ -141,6 +144,16 @@ async fn others_syncing(state: &DataState, http: &HttpClient) -> u64 {
     answers
         .into_iter()
         .filter_map(Result::ok)
-        .filter_map(|s| s.get("syncingSlots")?.as_u64())
-        .sum()
+        .filter(|s| {
+            let behind = s
+                .get("epoch")
+                .and_then(serde_json::Value::as_u64)
+                .is_none_or(|e| e < epoch);
+            let syncing = s
+                .get("syncingSlots")
+                .and_then(serde_json::Value::as_u64)
+                .is_none_or(|n| n > 0);
+            behind || syncing
+        })
+        .count()
 }
