@@ -66,6 +66,7 @@ backup=$work/backup
 driver_pid=""
 
 compose() { docker-compose -f deploy/compose.yaml -p "$project" "$@"; }
+volumes_before=$(docker volume ls -q | sort)
 cid() { compose ps -q "$1"; }
 
 cleanup() {
@@ -83,6 +84,12 @@ cleanup() {
     fi
     compose down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1
     rm -rf "$work"
+    local left
+    left=$(comm -13 <(echo "$volumes_before") <(docker volume ls -q | sort))
+    if [ -n "$left" ]; then
+        say "FAILED: volumes left behind: $left"
+        [ "$rc" -ne 0 ] || rc=1
+    fi
     say "done in $(($(date +%s) - started)) s (exit $rc)"
     exit "$rc"
 }
@@ -129,6 +136,12 @@ say "starting the cluster (project $project)"
 compose up -d >/dev/null 2>&1 || fail "docker-compose up failed: $(compose up -d 2>&1 | tail -5)"
 wait_for "every container healthy" 120 healthy "${all[@]}"
 say "all 8 containers healthy"
+# What operators reach from the host: metrics of the data and session servers, the meta API.
+for port in "$REGISTRY_DATA_1_PORT" "$REGISTRY_SESSION_1_PORT"; do
+    target/release/registry health --addr "127.0.0.1:$port" --path /metrics >/dev/null ||
+        fail "no /metrics on host port $port"
+done
+target/release/registry health --addr "$meta" --path /ready >/dev/null || fail "meta-1 not ready from the host"
 
 # Admin writes go through registryctl inside a meta container: there the other nodes'
 # names resolve, so a follower's redirect to the leader can be followed.
@@ -250,6 +263,8 @@ say "step: scale in: drain data-3, then stop it"
 admin_ctl data drain data-3:9620 --timeout-secs 60 2>"$work/drain.log" ||
     fail "registryctl data drain failed: $(grep -v '^ ' "$work/drain.log" | tail -3)"
 compose stop --timeout 60 data-3 >/dev/null 2>&1
+drained=$(docker logs "$(cid data-3)" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep 'drained:' | tail -1 || true)
+say "data-3 on SIGTERM: ${drained##*drained: }"
 check scaled-in strict
 say "step: scale out: start data-3 again"
 compose up -d data-3 >/dev/null 2>&1
