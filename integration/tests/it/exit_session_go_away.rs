@@ -103,6 +103,15 @@ async fn sigterm_moves_a_session_servers_clients_away_and_it_rejoins() {
         vec![stays.clone()],
         "go_away names the other session"
     );
+    // Still serving the client that has not moved yet, but no longer ready for new ones.
+    assert!(
+        answers(&addr, "/health").await,
+        "alive while it moves its clients"
+    );
+    assert!(
+        !answers(&addr, "/ready").await,
+        "not ready once it is stopping"
+    );
     drop(raw);
     process.exits_cleanly(WAIT).await;
     assert!(
