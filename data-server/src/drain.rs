@@ -6,9 +6,9 @@
 //! gives its slots to the others, and they copy them from this server (which still serves,
 //! refusing writes for slots it no longer holds). The server waits until the view holds none
 //! of its slots, every other data server has applied that view, and none is still copying a
-//! slot in, then leaves. Everything
-//! is bounded by one deadline: past it, the server leaves anyway and the replicas' copies
-//! plus the sessions' repair restore whatever had not moved yet.
+//! slot in, then leaves. Everything is bounded by one deadline: past it, the server leaves
+//! anyway and the replicas' copies plus the sessions' repair restore whatever had not moved
+//! yet. A zero timeout skips the drain (the server just leaves).
 
 use std::time::{Duration, Instant};
 
@@ -43,12 +43,15 @@ impl DataServer {
     /// Graceful stop: drains this server (bounded by `timeout`), then leaves the cluster and
     /// stops serving.
     pub async fn drain_and_shutdown(self, timeout: Duration) -> DrainOutcome {
-        let outcome = match drain(self.state(), timeout).await {
-            _ if timeout.is_zero() => DrainOutcome::Skipped,
-            Ok(outcome) => outcome,
-            Err(e) => {
-                tracing::warn!("leaving without a drain: {e}");
-                DrainOutcome::TimedOut
+        let outcome = if timeout.is_zero() {
+            DrainOutcome::Skipped
+        } else {
+            match drain(self.state(), timeout).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    tracing::warn!("leaving without a drain: {e}");
+                    DrainOutcome::TimedOut
+                }
             }
         };
         self.shutdown().await;
