@@ -64,6 +64,7 @@ chmod 0700 "$work"
 export REGISTRY_SECRETS=$work/secrets
 backup=$work/backup
 driver_pid=""
+helper_pids=() # registryctl pub/sub, killed on any exit
 
 compose() { docker-compose -f deploy/compose.yaml -p "$project" "$@"; }
 volumes_before=$(docker volume ls -q | sort)
@@ -72,6 +73,7 @@ cid() { compose ps -q "$1"; }
 cleanup() {
     local rc=$?
     set +e
+    for pid in "${helper_pids[@]}"; do kill "$pid" 2>/dev/null; done
     if [ -n "$driver_pid" ]; then
         exec 3>&- 2>/dev/null
         kill "$driver_pid" 2>/dev/null
@@ -157,9 +159,11 @@ say "registryctl pub/sub through session-1 and session-2"
 $ctl "${app[@]}" pub deploy.hello 10.0.0.1:8080 --session "127.0.0.1:$REGISTRY_SESSION_1_PORT" \
     >/dev/null 2>"$work/pub.log" &
 pub_pid=$!
+helper_pids+=("$pub_pid")
 $ctl "${app[@]}" sub deploy.hello --session "127.0.0.1:$REGISTRY_SESSION_2_PORT" \
     >"$work/sub.out" 2>"$work/sub.log" &
 sub_pid=$!
+helper_pids+=("$sub_pid")
 wait_for "the subscriber on session-2 to see the publisher on session-1" 30 \
     grep -q '"10.0.0.1:8080"' "$work/sub.out"
 kill -INT "$pub_pid"
