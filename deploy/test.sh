@@ -75,7 +75,7 @@ cleanup() {
     set +e
     for pid in "${helper_pids[@]}"; do kill "$pid" 2>/dev/null; done
     if [ -n "$driver_pid" ]; then
-        exec 3>&- 2>/dev/null
+        exec 3>&-
         kill "$driver_pid" 2>/dev/null
         wait "$driver_pid" 2>/dev/null
     fi
