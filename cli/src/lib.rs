@@ -4,8 +4,10 @@
 //!   (`registry standalone`).
 //! - [`certs`]: a private certificate authority for TLS (`registryctl tls`).
 //! - [`ctl`]: the commands of `registryctl`.
+//! - [`health`]: `registry health`, an HTTP health probe for container images without curl.
 //! - `src/bin/registry.rs` and `src/bin/registryctl.rs`: the thin binaries.
 
 pub mod certs;
 pub mod ctl;
+pub mod health;
 pub mod standalone;

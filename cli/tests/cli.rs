@@ -528,3 +528,74 @@ async fn the_secure_setup_of_the_security_guide() {
         }
     }
 }
+
+/// `registry health`, the probe of the container image: 0 when the server answers 2xx on
+/// the path, 1 when it answers otherwise or not at all.
+#[tokio::test]
+async fn registry_health_exits_zero_only_on_a_2xx_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (meta, data, session) = (free_port(), free_port(), free_port());
+    let _registry = Command::new(env!("CARGO_BIN_EXE_registry"))
+        .arg("standalone")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--meta-port", &meta.to_string()])
+        .args(["--data-port", &data.to_string()])
+        .args(["--session-port", &session.to_string()])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("registry starts");
+    let health = |addr: String, path: &'static str| async move {
+        Command::new(env!("CARGO_BIN_EXE_registry"))
+            .args(["health", "--addr", &addr, "--path", path])
+            .output()
+            .await
+            .expect("registry health runs")
+    };
+    let session_addr = format!("127.0.0.1:{session}");
+    let started = Instant::now();
+    loop {
+        let out = health(session_addr.clone(), "/ready").await;
+        if out.status.success() {
+            assert!(String::from_utf8_lossy(&out.stdout).contains("200"));
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the session never became ready: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for port in [meta, data] {
+        let out = health(format!("127.0.0.1:{port}"), "/health").await;
+        assert!(out.status.success(), "port {port} is healthy");
+    }
+    let missing = health(session_addr, "/no-such-page").await;
+    assert_eq!(missing.status.code(), Some(1), "a 404 is not healthy");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+    let closed = health(format!("127.0.0.1:{}", free_port()), "/health").await;
+    assert_eq!(
+        closed.status.code(),
+        Some(1),
+        "nobody listening is not healthy"
+    );
+}
+
+/// A server listening on every interface must be told the address to advertise: the
+/// wildcard would otherwise go into the membership, where no peer can reach it.
+#[tokio::test]
+async fn a_wildcard_listener_without_advertise_is_refused() {
+    for role in ["meta", "data", "session"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_registry"))
+            .args([role, "--listen", "0.0.0.0:0", "--insecure"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("registry runs");
+        assert!(!out.status.success(), "{role} started on a wildcard");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--advertise"), "{role}: {err}");
+    }
+}

@@ -70,6 +70,10 @@ pub struct DataConfig {
     /// Slot copies in flight at once.
     #[arg(long, env = "REGISTRY_DATA_SYNC_CONCURRENCY", default_value_t = 8)]
     pub sync_concurrency: usize,
+    /// On SIGTERM, how long to wait for this server's slots to move to the others before
+    /// leaving anyway, in milliseconds (0: leave at once).
+    #[arg(long, env = "REGISTRY_DATA_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
+    pub drain_timeout_ms: u64,
     #[command(flatten)]
     pub security: registry_rpc::auth::SecurityArgs,
     /// Tests and drills: while closed, gained slots wait before being copied in.
@@ -94,6 +98,7 @@ impl Default for DataConfig {
             slot_retain_ms: 60_000,
             sync_timeout_ms: 5_000,
             sync_concurrency: 8,
+            drain_timeout_ms: 30_000,
             security: registry_rpc::auth::SecurityArgs::default(),
             sync_gate: SyncGate::default(),
         }
@@ -106,6 +111,10 @@ impl DataConfig {
             max_ops: self.oplog_max_ops.max(1),
             max_age: Duration::from_millis(self.oplog_max_age_ms),
         }
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
     }
 
     pub fn rpc_timeout(&self) -> Duration {

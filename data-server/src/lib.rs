@@ -9,12 +9,14 @@
 //! - [`notify`]: batched change notifications to every session server.
 //! - [`api`]: the HTTP endpoints (write, fetch, versions, session digests, replicate, sync).
 //! - [`admin`]: the admin endpoints (status, one service) and readiness.
+//! - [`drain`]: the graceful stop on SIGTERM: hand every slot to the others, then leave.
 //! - [`server`]: startup, the view follower (slot copies, targets, session cleanup),
 //!   housekeeping and shutdown.
 
 pub mod admin;
 pub mod api;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod metrics;
 pub mod notify;

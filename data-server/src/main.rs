@@ -1,4 +1,5 @@
-//! `data-server`: runs one data server until Ctrl-C or SIGTERM.
+//! `data-server`: runs one data server until Ctrl-C or SIGTERM, then drains it (its slots
+//! move to the other data servers) and leaves.
 
 /// jemalloc: far fewer cycles in malloc/free than the system allocator on this workload of
 /// many small short-lived buffers (JSON frames), with less fragmentation.
@@ -13,7 +14,8 @@ pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muz
 
 use clap::Parser;
 use data_server::{DataConfig, DataServer};
-use registry_rpc::runtime::{block_on, init_tracing, shutdown_on_signal};
+use registry_rpc::runtime::{block_on, check_advertise, init_tracing, shutdown_on_signal};
+use registry_rpc::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "data-server", version, about = "Registry data server")]
@@ -33,9 +35,12 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: DataConfig) -> anyhow::Result<()> {
     init_tracing();
-    let shutdown = shutdown_on_signal();
-    let server = DataServer::start(config, shutdown.clone()).await?;
-    shutdown.cancelled().await;
-    server.shutdown().await;
+    check_advertise(&config.listen, config.advertise.as_deref()).map_err(anyhow::Error::msg)?;
+    let signal = shutdown_on_signal();
+    let drain = config.drain_timeout();
+    // The server's own token: the signal starts the drain, which needs the server running.
+    let server = DataServer::start(config, CancellationToken::new()).await?;
+    signal.cancelled().await;
+    server.drain_and_shutdown(drain).await;
     Ok(())
 }

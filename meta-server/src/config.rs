@@ -68,6 +68,14 @@ pub struct MetaConfig {
     /// `admin`, by the first leader that has it; later changes go through `registryctl acl`.
     #[arg(long = "admin-key-file", env = "REGISTRY_ADMIN_KEY_FILE")]
     pub admin_key_file: Option<PathBuf>,
+    /// On SIGTERM, a leader hands leadership over and waits this long for another node to
+    /// take it before it stops anyway, in ms.
+    #[arg(
+        long,
+        env = "REGISTRY_META_HANDOVER_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub handover_timeout_ms: u64,
     #[command(flatten)]
     pub security: registry_rpc::auth::SecurityArgs,
 }
@@ -89,6 +97,7 @@ impl Default for MetaConfig {
             snapshot_every_logs: 1_000,
             max_body_bytes: 1024 * 1024,
             admin_key_file: None,
+            handover_timeout_ms: 5_000,
             security: registry_rpc::auth::SecurityArgs::default(),
         }
     }
@@ -108,6 +117,10 @@ impl MetaConfig {
 
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms.max(1))
+    }
+
+    pub fn handover_timeout(&self) -> Duration {
+        Duration::from_millis(self.handover_timeout_ms)
     }
 
     pub fn grace(&self) -> Duration {

@@ -7,12 +7,13 @@
 //! - [`api`]: the HTTP endpoints for members and watchers.
 //! - [`admin`]: the admin API: the whole cluster for operators.
 //! - [`config`]: flags and defaults; [`error`]: the domain's errors.
-//! - [`server`]: startup, bootstrap and shutdown.
+//! - [`server`]: startup, bootstrap and shutdown; [`handover`]: a leader's graceful stop.
 
 pub mod admin;
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod handover;
 pub mod leases;
 pub mod raft;
 pub mod server;

@@ -153,6 +153,11 @@ impl Membership {
         &self.member
     }
 
+    /// The client of the meta cluster this server joined through.
+    pub fn meta(&self) -> &Arc<MetaClient> {
+        &self.meta
+    }
+
     /// The latest cluster view.
     pub fn view(&self) -> Arc<ClusterView> {
         self.view_tx.borrow().clone()

@@ -121,6 +121,13 @@ impl MetaClient {
             .await
     }
 
+    /// Marks data servers draining, so the slot table moves their slots to the others (the
+    /// request `registryctl data drain` sends; a data server sends it for itself on SIGTERM).
+    pub async fn drain(&self, ids: &[MemberId]) -> Result<RenewResponse, RpcError> {
+        let body = serde_json::json!({ "ids": ids, "draining": true });
+        self.call("/admin/v1/drain", &body).await
+    }
+
     /// The ACL once its revision is above `after_revision`, or the current one after `wait`
     /// (secrets included: only cluster members may read it).
     pub async fn acl(

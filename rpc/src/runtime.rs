@@ -57,3 +57,42 @@ pub fn block_on<F: std::future::Future>(
     }
     Ok(builder.build()?.block_on(main))
 }
+
+/// Refuses a server that would advertise an address nobody can connect to: one listening on
+/// every interface (`0.0.0.0`, `[::]`) without `--advertise` would register (or put in the
+/// Raft membership) that wildcard, which peers and clients cannot reach, as happens inside
+/// containers. Also refuses a wildcard `--advertise`. A DNS name is a fine advertise address.
+pub fn check_advertise(listen: &str, advertise: Option<&str>) -> Result<(), String> {
+    let wildcard = |addr: &str| {
+        addr.parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_unspecified())
+    };
+    match advertise {
+        Some(a) if wildcard(a) => Err(format!(
+            "--advertise {a} is not an address others can reach; give this server's host name \
+             or IP and port"
+        )),
+        None if wildcard(listen) => Err(format!(
+            "--listen {listen} listens on every interface, so the address to advertise is \
+             unknown: give --advertise HOST:PORT, the address other servers and clients reach \
+             this one at (a DNS name such as a compose service or a pod's stable name works)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_advertise;
+
+    #[test]
+    fn a_wildcard_listener_needs_a_reachable_advertise_address() {
+        assert!(check_advertise("127.0.0.1:9620", None).is_ok());
+        assert!(check_advertise("10.1.2.3:9620", None).is_ok());
+        assert!(check_advertise("0.0.0.0:9620", None).is_err());
+        assert!(check_advertise("[::]:9620", None).is_err());
+        assert!(check_advertise("0.0.0.0:9620", Some("data-1:9620")).is_ok());
+        assert!(check_advertise("0.0.0.0:9620", Some("10.1.2.3:9620")).is_ok());
+        assert!(check_advertise("0.0.0.0:9620", Some("0.0.0.0:9620")).is_err());
+    }
+}

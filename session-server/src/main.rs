@@ -1,4 +1,5 @@
-//! `session-server`: runs one session server until Ctrl-C or SIGTERM.
+//! `session-server`: runs one session server until Ctrl-C or SIGTERM, then sends its
+//! clients to the other sessions (`go_away`) and leaves.
 
 /// jemalloc: far fewer cycles in malloc/free than the system allocator on this workload of
 /// many small short-lived buffers (JSON frames), with less fragmentation.
@@ -12,7 +13,8 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000\0";
 
 use clap::Parser;
-use registry_rpc::runtime::{block_on, init_tracing, shutdown_on_signal};
+use registry_rpc::runtime::{block_on, check_advertise, init_tracing, shutdown_on_signal};
+use registry_rpc::CancellationToken;
 use session_server::{SessionConfig, SessionServer};
 
 #[derive(Parser)]
@@ -33,10 +35,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: SessionConfig) -> anyhow::Result<()> {
     init_tracing();
+    check_advertise(&config.listen, config.advertise.as_deref()).map_err(anyhow::Error::msg)?;
     let signal = shutdown_on_signal();
-    // The server gets a token of its own: cancelled at once by the signal, it would stop its
-    // connections before the graceful stop had sent them `go_away`.
-    let server = SessionServer::start(config, registry_rpc::CancellationToken::new()).await?;
+    // The server's own token: it must still serve while it moves its clients away.
+    let server = SessionServer::start(config, CancellationToken::new()).await?;
     signal.cancelled().await;
     server.shutdown().await;
     Ok(())

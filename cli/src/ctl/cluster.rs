@@ -44,8 +44,8 @@ pub enum DataCommand {
         #[arg(long)]
         no_wait: bool,
         /// Give up waiting after this many seconds.
-        #[arg(long = "wait-secs", default_value_t = 300)]
-        wait_secs: u64,
+        #[arg(long = "timeout-secs", default_value_t = 300)]
+        timeout_secs: u64,
     },
 }
 
@@ -357,8 +357,8 @@ pub async fn data(ctx: &Ctx, command: DataCommand) -> anyhow::Result<()> {
         DataCommand::Drain {
             server,
             no_wait,
-            wait_secs,
-        } => drain(ctx, &server, no_wait, wait_secs).await,
+            timeout_secs,
+        } => drain(ctx, &server, no_wait, timeout_secs).await,
     }
 }
 

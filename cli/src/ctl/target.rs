@@ -48,9 +48,9 @@ pub struct Globals {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Longest one call may take, in seconds.
-    #[arg(long = "timeout-secs", default_value_t = 10, global = true)]
-    pub timeout_secs: u64,
+    /// Longest one call to a server may take, in seconds.
+    #[arg(long = "call-timeout-secs", default_value_t = 10, global = true)]
+    pub call_timeout_secs: u64,
 }
 
 /// What the globals resolve to.
@@ -78,7 +78,7 @@ impl Ctx {
     }
 
     pub fn timeout(&self) -> Duration {
-        Duration::from_secs(self.globals.timeout_secs.max(1))
+        Duration::from_secs(self.globals.call_timeout_secs.max(1))
     }
 
     pub fn http(&self) -> HttpClient {

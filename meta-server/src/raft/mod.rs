@@ -563,6 +563,53 @@ impl MetaRaft {
             .await
     }
 
+    /// Hands leadership to the voter with the most complete log when this node leads, and
+    /// waits (up to `timeout`) until another node leads. Returns the new leader; `None` when
+    /// this node did not lead, has no other voter, or no one took over in time (an election
+    /// then follows once it stops, as after a crash).
+    pub async fn transfer_leadership(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<NodeId>, RaftError> {
+        let to = {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow_watched();
+            if m.state != ServerState::Leader || m.current_leader != Some(self.inner.id) {
+                return Ok(None);
+            }
+            let voters: Vec<NodeId> = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .filter(|id| *id != self.inner.id)
+                .collect();
+            let matched = |id: &NodeId| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map(|l| l.index())
+            };
+            // The most caught-up voter wins its election at once.
+            voters.into_iter().max_by_key(|id| matched(id))
+        };
+        let Some(to) = to else { return Ok(None) };
+        self.inner.raft.trigger().transfer_leader(to).await?;
+        let mut rx = self.inner.raft.metrics();
+        let me = self.inner.id;
+        let moved = async {
+            loop {
+                let leader = leader_of(&rx.borrow_watched());
+                if leader.is_some_and(|l| l != me) {
+                    return leader;
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        Ok(tokio::time::timeout(timeout, moved).await.ok().flatten())
+    }
+
     /// Stops the node and waits until its database file is closed.
     pub async fn shutdown(&self) -> Result<(), RaftError> {
         let res = self.inner.raft.shutdown().await;
