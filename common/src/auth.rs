@@ -18,6 +18,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -218,6 +219,61 @@ impl ClusterSecret {
 
     pub fn from_file(path: &Path) -> Result<Self, AuthError> {
         Self::parse(&read_secret_file(path)?)
+    }
+
+    /// Seals `plaintext` (an access key's secret on its way from the meta cluster to the
+    /// other servers) so that only holders of the cluster secret can read it: AES-256-GCM
+    /// under a key derived from the signing secret, a random nonce, `SEALED_PREFIX` + hex.
+    pub fn seal(&self, plaintext: &str) -> String {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::fill(&mut nonce);
+        let mut data = plaintext.as_bytes().to_vec();
+        let sealed = seal_key(&self.signing.secret).seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(SEAL_AAD),
+            &mut data,
+        );
+        match sealed {
+            Ok(()) => format!("{SEALED_PREFIX}{}{}", hex::encode(nonce), hex::encode(data)),
+            // Sealing a short string cannot fail; refuse to hand anything out if it does.
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Opens what [`ClusterSecret::seal`] sealed, with any accepted secret (so a rotation
+    /// does not lose keys).
+    pub fn open(&self, sealed: &str) -> Result<String, AuthError> {
+        let bad = || AuthError::Malformed("not a sealed secret".into());
+        let raw =
+            hex::decode(sealed.strip_prefix(SEALED_PREFIX).ok_or_else(bad)?).map_err(|_| bad())?;
+        if raw.len() < NONCE_LEN {
+            return Err(bad());
+        }
+        let (nonce, data) = raw.split_at(NONCE_LEN);
+        for secret in &self.accepted {
+            let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| bad())?;
+            let mut data = data.to_vec();
+            if let Ok(plain) = seal_key(secret).open_in_place(nonce, Aad::from(SEAL_AAD), &mut data)
+            {
+                return String::from_utf8(plain.to_vec()).map_err(|_| bad());
+            }
+        }
+        Err(AuthError::BadSignature)
+    }
+}
+
+/// Marks a sealed secret.
+pub const SEALED_PREFIX: &str = "sealed:v1:";
+
+const SEAL_AAD: &[u8] = b"registry access key";
+const NONCE_LEN: usize = 12;
+
+/// The AES-256-GCM key derived from a cluster secret (HMAC-SHA256 as the derivation).
+fn seal_key(secret: &Secret) -> LessSafeKey {
+    let derived = mac(secret, "REGISTRY-SEAL-V1").finalize().into_bytes();
+    match UnboundKey::new(&AES_256_GCM, &derived) {
+        Ok(key) => LessSafeKey::new(key),
+        Err(_) => unreachable!("a SHA-256 output is an AES-256 key"),
     }
 }
 
@@ -444,5 +500,32 @@ mod tests {
         assert!(check_skew(1_000_000, 1_000_000 + MAX_SKEW_MS).is_ok());
         assert!(check_skew(1_000_000, 1_000_001 + MAX_SKEW_MS).is_err());
         assert!(check_skew(1_000_001 + MAX_SKEW_MS, 1_000_000).is_err());
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_with_the_cluster_secret() {
+        let old = "0123456789abcdef0123456789abcdef";
+        let new = "fedcba9876543210fedcba9876543210";
+        let cluster = ClusterSecret::parse(old).unwrap();
+        let sealed = cluster.seal("the access key secret");
+        assert!(sealed.starts_with(SEALED_PREFIX));
+        assert!(!sealed.contains("access"));
+        assert_ne!(
+            sealed,
+            cluster.seal("the access key secret"),
+            "nonce reused"
+        );
+        assert_eq!(cluster.open(&sealed).unwrap(), "the access key secret");
+        // During a rotation (new secret first, old second) what the old one sealed opens.
+        let rotating = ClusterSecret::parse(&format!("{new}\n{old}")).unwrap();
+        assert_eq!(rotating.open(&sealed).unwrap(), "the access key secret");
+        let other = ClusterSecret::parse(new).unwrap();
+        assert_eq!(other.open(&sealed), Err(AuthError::BadSignature));
+        let mut tampered = sealed.clone();
+        tampered.pop();
+        tampered.push(if sealed.ends_with('0') { '1' } else { '0' });
+        assert!(cluster.open(&tampered).is_err());
+        assert!(cluster.open("plain").is_err());
+        assert!(cluster.open("sealed:v1:zz").is_err());
     }
 }

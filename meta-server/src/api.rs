@@ -7,7 +7,7 @@
 //! | POST | `/meta/v1/deregister` | `MemberRequest` -> `RenewResponse` (leader) |
 //! | GET | `/meta/v1/view?afterEpoch=N&timeoutMs=T` | blocking watch of the cluster view (any node) |
 //! | GET | `/meta/v1/heartbeat?id=M` | WebSocket heartbeat of member M (leader) |
-//! | GET | `/meta/v1/acl?afterRevision=N&timeoutMs=T` | blocking watch of the ACL, secrets included (members only) |
+//! | GET | `/meta/v1/acl?afterRevision=N&timeoutMs=T` | blocking watch of the ACL, secrets sealed with the cluster secret (members only) |
 //! | GET | `/health`, `/ready`, `/metrics` | liveness, readiness, Prometheus |
 //!
 //! The admin API (`/admin/v1/...`) is in [`crate::admin`]. With auth on ([`access`]):
@@ -288,7 +288,8 @@ struct AclWatchQuery {
     timeout_ms: u64,
 }
 
-/// The ACL with secrets, once its revision is above `afterRevision` (or after the wait).
+/// The ACL with secrets sealed by the cluster secret, once its revision is above
+/// `afterRevision` (or after the wait).
 async fn acl_watch(
     State(ctx): State<Arc<Ctx>>,
     ApiQuery(q): ApiQuery<AclWatchQuery>,
@@ -296,5 +297,6 @@ async fn acl_watch(
     let wait = Duration::from_millis(q.timeout_ms).min(MAX_WATCH);
     let mut rx = ctx.raft.watch_acl();
     let _ = tokio::time::timeout(wait, rx.wait_for(|r| *r > q.after_revision)).await;
-    ApiJson(ctx.raft.with_state(|s| s.acl.clone()))
+    let acl = ctx.raft.with_state(|s| s.acl.clone());
+    ApiJson(ctx.guard.seal_acl(&acl))
 }

@@ -229,6 +229,42 @@ impl Guard {
         self.refused.clone()
     }
 
+    /// The ACL as the meta cluster hands it to the other servers: every key's secret sealed
+    /// with the cluster secret, so it crosses the network readable by members only, TLS or
+    /// not. Unchanged with auth off (there is no ACL to protect then).
+    pub fn seal_acl(&self, acl: &Acl) -> Acl {
+        let mut out = acl.clone();
+        if let Some(cluster) = &self.cluster {
+            for p in out.principals.values_mut() {
+                for k in &mut p.keys {
+                    k.secret = cluster.seal(&k.secret);
+                }
+            }
+        }
+        out
+    }
+
+    /// Opens the secrets of an ACL sealed by [`Guard::seal_acl`]; a key that does not open
+    /// (another cluster's secret, tampering) is dropped and logged.
+    pub fn open_acl(&self, mut acl: Acl) -> Acl {
+        let Some(cluster) = &self.cluster else {
+            return acl;
+        };
+        for (name, p) in acl.principals.iter_mut() {
+            p.keys.retain_mut(|k| match cluster.open(&k.secret) {
+                Ok(secret) => {
+                    k.secret = secret;
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(principal = %name, key = %k.id, "dropping an access key whose secret does not open: {e}");
+                    false
+                }
+            });
+        }
+        acl
+    }
+
     /// Installs a newer ACL; returns the key ids that were valid before and are not now.
     pub fn set_acl(&self, acl: &Acl) -> Vec<String> {
         let next = Arc::new(KeyIndex::build(acl));

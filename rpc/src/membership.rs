@@ -99,8 +99,9 @@ impl Membership {
             loop {
                 match meta.acl(0, Duration::ZERO).await {
                     Ok(acl) => {
-                        guard.set_acl(&acl);
-                        acl_tx.send_replace(acl.revision);
+                        let revision = acl.revision;
+                        guard.set_acl(&guard.open_acl(acl));
+                        acl_tx.send_replace(revision);
                         break;
                     }
                     Err(e) => {
@@ -300,6 +301,7 @@ async fn acl_loop(
             Ok(acl) => {
                 backoff.reset();
                 if acl.revision > after {
+                    let acl = guard.open_acl(acl);
                     let revoked = guard.set_acl(&acl);
                     if !revoked.is_empty() {
                         tracing::info!(revision = acl.revision, keys = ?revoked, "access keys revoked");

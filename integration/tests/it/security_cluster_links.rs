@@ -248,6 +248,21 @@ async fn forged_internal_admin_and_raft_calls_are_refused_and_change_nothing() {
         Some(1),
         "{acl}"
     );
+    // The ACL the meta node hands to members carries the keys' secrets sealed: a member can
+    // open them, anyone reading the (plaintext) link cannot.
+    let member = HttpClient::new(WAIT).with_signer(Some(secret.signing.clone()));
+    let watched: registry_common::acl::Acl = member.get(&meta, "/meta/v1/acl", WAIT).await.unwrap();
+    let app_secret = String::from_utf8_lossy(app_key.secret.expose()).into_owned();
+    let sealed = &watched.principals["app"].keys[0].secret;
+    assert!(
+        sealed.starts_with(registry_common::auth::SEALED_PREFIX),
+        "{sealed}"
+    );
+    assert!(!serde_json::to_string(&watched)
+        .unwrap()
+        .contains(&app_secret));
+    assert_eq!(secret.open(sealed).unwrap(), app_secret);
+
     let datum = cluster.datas[0].server().state().store.datum(&id);
     assert_eq!(datum.version, version_before);
     assert_eq!(datum.publishers.len(), 1);
