@@ -223,7 +223,10 @@ fn build(tls: Option<&ClientTls>) -> reqwest::Client {
         .local_address(crate::net::connect_from());
     let builder = match tls {
         Some(tls) => builder.tls_backend_preconfigured(tls.config_owned()),
-        None => builder,
+        // Plaintext links: no trust roots at all, so that building the client never reads
+        // the system's certificate store (a minimal container image has none, and the
+        // platform verifier would refuse to start without one).
+        None => builder.tls_certs_only(Vec::new()),
     };
     builder.build().unwrap_or_else(|e| {
         tracing::error!("cannot build the HTTP client, using the defaults: {e}");

@@ -88,7 +88,9 @@ impl NetworkFactory {
             .local_address(local_ip);
         let builder = match tls {
             Some(tls) => builder.tls_backend_preconfigured(tls.config_owned()),
-            None => builder,
+            // Plaintext peers: no trust roots, so the system's certificate store (absent in
+            // the container image) is never read.
+            None => builder.tls_certs_only(Vec::new()),
         };
         Ok(Self {
             id,
