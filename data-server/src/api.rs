@@ -77,6 +77,7 @@ async fn write(
     ApiJson(req): ApiJson<WriteRequest>,
 ) -> Result<ApiJson<WriteResponse>, ErrorReply> {
     check_batch(req.ops.len(), s.config.max_batch)?;
+    let _timer = s.metrics.write_latency.start_timer();
     s.store.observe_floor(req.version_floor);
     let mut changed = Vec::new();
     let mut results = Vec::with_capacity(req.ops.len());
@@ -334,5 +335,9 @@ async fn metrics(State(s): State<Arc<DataState>>) -> String {
         .slots
         .with_label_values(&["retained"])
         .set(retained as i64);
+    let status = crate::admin::status_of(&s);
+    s.metrics.publishers.set(status.publishers as i64);
+    s.metrics.data_info_ids.set(status.data_info_ids as i64);
+    s.metrics.notify_pending.set(s.notifier.pending() as i64);
     registry_rpc::metrics::render(&s.metrics.registry)
 }

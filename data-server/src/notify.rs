@@ -98,6 +98,12 @@ impl Notifier {
         }
     }
 
+    /// Changes waiting to be sent, all sessions together.
+    pub fn pending(&self) -> usize {
+        let targets: Vec<Arc<Target>> = self.targets.lock().values().cloned().collect();
+        targets.iter().map(|t| t.pending.lock().len()).sum()
+    }
+
     /// Makes the set of notified sessions match `sessions` (id, addr).
     pub fn set_targets(&self, sessions: &[(MemberId, String)]) {
         let mut targets = self.targets.lock();
@@ -159,8 +165,17 @@ async fn run_target(shared: Arc<Shared>, target: Arc<Target>) {
                 epoch: shared.view.borrow().epoch,
                 changes,
             };
-            let sent: Result<serde_json::Value, _> =
-                shared.http.post(&target.addr, CHANGES_PATH, &batch).await;
+            let started = std::time::Instant::now();
+            let rid = registry_rpc::request_id::fresh();
+            let sent: Result<serde_json::Value, _> = registry_rpc::request_id::scope(
+                rid.clone(),
+                shared.http.post(&target.addr, CHANGES_PATH, &batch),
+            )
+            .await;
+            shared
+                .metrics
+                .notify_latency
+                .observe(started.elapsed().as_secs_f64());
             match sent {
                 Ok(_) => {
                     backoff.reset();
@@ -168,7 +183,7 @@ async fn run_target(shared: Arc<Shared>, target: Arc<Target>) {
                 }
                 Err(e) => {
                     shared.metrics.notify_failures.inc();
-                    tracing::debug!(to = %target.addr, "change notification failed: {e}");
+                    tracing::debug!(request = %rid, to = %target.addr, "change notification failed: {e}");
                     {
                         let mut pending = target.pending.lock();
                         for (id, version) in taken {

@@ -68,6 +68,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/meta/v1/acl", get(acl_watch))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(ctx)
@@ -265,6 +266,10 @@ async fn heartbeat(
                 let _ = socket.send(Message::Close(None)).await;
             }
         }))
+}
+
+async fn metrics(State(ctx): State<Arc<Ctx>>) -> String {
+    ctx.metrics.render(&ctx.raft)
 }
 
 async fn ready(State(ctx): State<Arc<Ctx>>) -> Response {

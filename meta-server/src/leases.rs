@@ -52,6 +52,9 @@ impl Table {
     }
 }
 
+/// Why a member whose lease ran out is removed.
+const LEASE_EXPIRED: &str = "lease expired";
+
 pub struct Leases {
     /// This node's Raft: the member set, leadership, and where removals are proposed.
     raft: MetaRaft,
@@ -62,14 +65,22 @@ pub struct Leases {
     grace: Duration,
     /// Renewals, connection hints and the serving start.
     table: Mutex<Table>,
+    /// Members removed, by reason (`lease`, `heartbeat`).
+    expiries: prometheus::IntCounterVec,
 }
 
 impl Leases {
-    pub fn new(raft: MetaRaft, lease: Duration, grace: Duration) -> Self {
+    pub fn new(
+        raft: MetaRaft,
+        lease: Duration,
+        grace: Duration,
+        expiries: prometheus::IntCounterVec,
+    ) -> Self {
         Self {
             raft,
             lease,
             grace,
+            expiries,
             table: Mutex::new(Table {
                 renewed: HashMap::new(),
                 disconnected: HashMap::new(),
@@ -177,7 +188,7 @@ impl Leases {
         for id in members {
             let start = t.lease_start(&id);
             if now.duration_since(start) > self.lease {
-                out.push((id, "lease expired"));
+                out.push((id, LEASE_EXPIRED));
                 continue;
             }
             // (A renewal or a reconnection after the close removed the hint.)
@@ -236,6 +247,12 @@ impl Leases {
             }
             for (id, why) in &expired {
                 tracing::warn!(member = %id, "removing member: {why}");
+                let label = if *why == LEASE_EXPIRED {
+                    "lease"
+                } else {
+                    "heartbeat"
+                };
+                self.expiries.with_label_values(&[label]).inc();
             }
             let reason = expired
                 .iter()

@@ -6,6 +6,7 @@
 //! - [`leases`]: member leases and heartbeat connections, held by the leader in memory.
 //! - [`api`]: the HTTP endpoints for members and watchers.
 //! - [`admin`]: the admin API: the whole cluster for operators.
+//! - [`metrics`]: the node's Prometheus metrics (`/metrics`).
 //! - [`config`]: flags and defaults; [`error`]: the domain's errors.
 //! - [`server`]: startup, bootstrap and shutdown; [`handover`]: a leader's graceful stop.
 
@@ -15,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod handover;
 pub mod leases;
+pub mod metrics;
 pub mod raft;
 pub mod server;
 pub mod state;

@@ -14,7 +14,7 @@ pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muz
 
 use clap::Parser;
 use meta_server::{MetaConfig, MetaServer};
-use registry_rpc::runtime::{block_on, check_advertise, init_tracing, shutdown_on_signal};
+use registry_rpc::runtime::{block_on, check_advertise, init_tracing, shutdown_on_signal, LogArgs};
 use registry_rpc::CancellationToken;
 
 #[derive(Parser)]
@@ -26,15 +26,17 @@ struct Cli {
     /// other servers run best with fewer each.
     #[arg(long, env = "REGISTRY_WORKER_THREADS")]
     worker_threads: Option<usize>,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    init_tracing(cli.log.log_format);
     block_on(cli.worker_threads, run(cli.config))?
 }
 
 async fn run(config: MetaConfig) -> anyhow::Result<()> {
-    init_tracing();
     check_advertise(&config.listen, config.advertise.as_deref()).map_err(anyhow::Error::msg)?;
     let signal = shutdown_on_signal();
     let handover = config.handover_timeout();

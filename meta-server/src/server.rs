@@ -23,6 +23,7 @@ use registry_rpc::{CancellationToken, HttpClient};
 
 use crate::config::MetaConfig;
 use crate::leases::Leases;
+use crate::metrics::MetaMetrics;
 use crate::raft::MetaRaft;
 
 /// State shared by the handlers and tasks of one meta node.
@@ -30,6 +31,8 @@ pub struct MetaState {
     pub config: MetaConfig,
     pub raft: MetaRaft,
     pub leases: Arc<Leases>,
+    /// The node's Prometheus metrics.
+    pub metrics: MetaMetrics,
     /// Checks every request's credential; follows the replicated ACL.
     pub guard: Arc<Guard>,
     /// Fires when the node stops.
@@ -107,12 +110,20 @@ impl MetaServer {
         )
         .await
         .map_err(|e| StartError::Other(format!("cannot open the raft store: {e}")))?;
-        let leases = Arc::new(Leases::new(raft.clone(), config.lease(), config.grace()));
+        let metrics = MetaMetrics::new();
+        registry_rpc::metrics::register(&metrics.registry, &guard.refused_metric());
+        let leases = Arc::new(Leases::new(
+            raft.clone(),
+            config.lease(),
+            config.grace(),
+            metrics.lease_expiries.clone(),
+        ));
         tokio::spawn(leases.clone().run(shutdown.clone()));
         let state = Arc::new(MetaState {
             config,
             raft: raft.clone(),
             leases,
+            metrics,
             guard: guard.clone(),
             shutdown: shutdown.clone(),
             http: HttpClient::new(crate::admin::PROBE_TIMEOUT)
@@ -135,6 +146,7 @@ impl MetaServer {
             .config
             .security
             .serve_options(&transport, Duration::from_secs(1));
+        registry_rpc::metrics::register(&state.metrics.registry, &options.refused);
         let server = serve_routers(listener, routers, protect, shutdown.clone(), &options).await?;
         let first = peers.keys().next().copied();
         if !state.config.join && first == Some(state.config.node_id) {

@@ -124,6 +124,8 @@ impl HttpClient {
         path_and_query: &str,
         body: &[u8],
     ) -> reqwest::RequestBuilder {
+        let id = crate::request_id::current().unwrap_or_else(crate::request_id::fresh);
+        request = request.header(crate::request_id::HEADER, &*id);
         if let Some(signer) = &self.signer {
             for (name, value) in signer.sign_request(method, path_and_query, body).pairs() {
                 request = request.header(name, value);

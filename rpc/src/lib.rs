@@ -10,6 +10,7 @@
 //!   following the leader; [`membership`] keeps a server joined and its view current.
 //! - [`metrics`]: the Prometheus registry and `/metrics` rendering.
 //! - [`net`]: the source address of outgoing cluster connections (`REGISTRY_CONNECT_FROM`).
+//! - [`request_id`]: the id of each request, in its log span and passed on to the next tier.
 //! - [`runtime`]: logging setup and the shutdown signal of every binary.
 //! - [`tls`]: the listener that serves TLS (certificates are loaded by `registry_common::tls`).
 
@@ -20,6 +21,7 @@ pub mod membership;
 pub mod meta_client;
 pub mod metrics;
 pub mod net;
+pub mod request_id;
 pub mod runtime;
 pub mod server;
 pub mod tls;

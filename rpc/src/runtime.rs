@@ -2,14 +2,49 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Logs to stderr; `RUST_LOG` overrides the default level (`info`).
-pub fn init_tracing() {
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields, spans), for log shippers.
+    Json,
+}
+
+/// The logging options every binary takes.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct LogArgs {
+    /// Log format: `text` (coloured on a terminal only) or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "REGISTRY_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Logs to stderr in `format`; `RUST_LOG` overrides the default level (`info`). Colour codes
+/// are written only when stderr is a terminal, so a log file or a container log stays plain.
+pub fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// A token that fires on Ctrl-C or SIGTERM.

@@ -207,6 +207,9 @@ impl ServeOptions {
             &["reason"],
         )
         .unwrap_or_else(|_| unreachable!("static metric definition"));
+        for reason in ["overloaded", "timeout"] {
+            refused.with_label_values(&[reason]);
+        }
         Self {
             tls,
             admin_listen: None,
@@ -250,6 +253,7 @@ pub fn harden(router: Router, limits: &HttpLimits, refused: prometheus::IntCount
     };
     router.layer(
         tower::ServiceBuilder::new()
+            .layer(axum::middleware::from_fn(crate::request_id::layer))
             .layer(axum::error_handling::HandleErrorLayer::new(handle))
             .load_shed()
             .concurrency_limit(limits.max_in_flight.max(1))

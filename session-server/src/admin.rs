@@ -24,6 +24,7 @@ use registry_common::member::{ClusterView, Role};
 use registry_common::proto::admin::{
     PublisherReport, ServiceQuery, SessionServiceView, SessionStatus, SubscriberReport,
 };
+use registry_rpc::metrics::{cumulative, quantile};
 use registry_rpc::server::ApiQuery;
 use registry_rpc::{ApiJson, ErrorReply};
 
@@ -37,17 +38,42 @@ pub fn router(state: Arc<SessionState>) -> Router {
 }
 
 /// What readiness and the push rate are made of, kept up to date by background tasks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
     /// A data server answered the last probe.
     data_reachable: AtomicBool,
     /// Pushes per second, smoothed (`f64` bits).
     push_rate: AtomicU64,
+    /// Push latency p50 and p99 in ms over the last [`LATENCY_WINDOW`] seconds (`f64` bits,
+    /// NaN without pushes).
+    push_p50_ms: AtomicU64,
+    push_p99_ms: AtomicU64,
+}
+
+/// Seconds of push latency the status page summarises.
+const LATENCY_WINDOW: usize = 10;
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            data_reachable: AtomicBool::new(false),
+            push_rate: AtomicU64::new(0f64.to_bits()),
+            push_p50_ms: AtomicU64::new(f64::NAN.to_bits()),
+            push_p99_ms: AtomicU64::new(f64::NAN.to_bits()),
+        }
+    }
 }
 
 impl Health {
     pub fn pushes_per_sec(&self) -> f64 {
         f64::from_bits(self.push_rate.load(Ordering::Relaxed))
+    }
+
+    fn push_latency_ms(&self) -> (Option<f64>, Option<f64>) {
+        let read = |a: &AtomicU64| {
+            Some(f64::from_bits(a.load(Ordering::Relaxed))).filter(|v| v.is_finite())
+        };
+        (read(&self.push_p50_ms), read(&self.push_p99_ms))
     }
 }
 
@@ -80,6 +106,8 @@ pub fn status_of(s: &SessionState) -> SessionStatus {
         pushes_per_sec: s.health.pushes_per_sec(),
         push_enabled: s.pusher.is_enabled(),
         acl_revision: s.guard.acl_revision(),
+        push_latency_p50_ms: s.health.push_latency_ms().0,
+        push_latency_p99_ms: s.health.push_latency_ms().1,
     }
 }
 
@@ -144,6 +172,8 @@ pub async fn probe_data_tier(s: Arc<SessionState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut turn = 0usize;
     let mut last_pushes = pushes_total(&s);
+    // Cumulative push-latency buckets of the last LATENCY_WINDOW seconds, oldest first.
+    let mut window: std::collections::VecDeque<Vec<u64>> = std::collections::VecDeque::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -153,6 +183,16 @@ pub async fn probe_data_tier(s: Arc<SessionState>) {
         let rate = s.health.pushes_per_sec() * 0.5 + (pushes - last_pushes) as f64 * 0.5;
         s.health.push_rate.store(rate.to_bits(), Ordering::Relaxed);
         last_pushes = pushes;
+        let now = cumulative(&s.metrics.push_delay);
+        let oldest = window.front().cloned().unwrap_or_default();
+        for (q, slot) in [(0.5, &s.health.push_p50_ms), (0.99, &s.health.push_p99_ms)] {
+            let ms = quantile(&oldest, &now, q).map_or(f64::NAN, |secs| secs * 1000.0);
+            slot.store(ms.to_bits(), Ordering::Relaxed);
+        }
+        window.push_back(now);
+        if window.len() > LATENCY_WINDOW {
+            window.pop_front();
+        }
 
         let view = s.membership.view();
         let datas: Vec<&str> = view

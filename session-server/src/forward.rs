@@ -275,8 +275,18 @@ async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
                 ops: batch.iter().map(|q| q.op.clone()).collect(),
                 version_floor: crate::floor::get(),
             };
-            let answer: Result<WriteResponse, RpcError> =
-                shared.http.post(&lane.addr, "/data/v1/write", &req).await;
+            let started = std::time::Instant::now();
+            // One id per batch: the data server's log lines for it carry the same id.
+            let rid = registry_rpc::request_id::fresh();
+            let answer: Result<WriteResponse, RpcError> = registry_rpc::request_id::scope(
+                rid.clone(),
+                shared.http.post(&lane.addr, "/data/v1/write", &req),
+            )
+            .await;
+            shared
+                .metrics
+                .forward_latency
+                .observe(started.elapsed().as_secs_f64());
             let mut retry: Vec<Queued> = Vec::new();
             let mut refresh = false;
             let answered = answer.is_ok();
@@ -295,7 +305,7 @@ async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
                                 retry.push(q);
                             }
                             Some(e) => {
-                                tracing::warn!(id = %q.op.data_info_id(), "data server refused a write: {e}");
+                                tracing::warn!(request = %rid, id = %q.op.data_info_id(), "data server refused a write: {e}");
                                 shared
                                     .metrics
                                     .forwarded

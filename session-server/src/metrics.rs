@@ -1,7 +1,7 @@
 //! Prometheus metrics of a session server.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
-use registry_rpc::metrics::register;
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
+use registry_rpc::metrics::{counter, counter_vec, gauge, latency, register_process};
 
 #[derive(Clone)]
 pub struct SessionMetrics {
@@ -40,24 +40,18 @@ pub struct SessionMetrics {
     pub repaired: IntCounterVec,
     /// Datums emptied by a server-side event, by what happened (held, released).
     pub empty_protection: IntCounterVec,
-}
-
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("static metric definition");
-    register(registry, &g);
-    g
-}
-
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("static metric definition");
-    register(registry, &c);
-    c
-}
-
-fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("static metric definition");
-    register(registry, &c);
-    c
+    /// From the change being accepted at the data tier (the time in its version) to its push
+    /// being written to a subscriber's connection. Across machines this includes their
+    /// clock difference.
+    pub push_delay: Histogram,
+    /// From a push being sent to its acknowledgement by the client.
+    pub push_ack: Histogram,
+    /// Round trip of one batch of write ops forwarded to a data server.
+    pub forward_latency: Histogram,
+    /// Round trip of one batch of datum fetches from a data server.
+    pub fetch_latency: Histogram,
+    /// Round trip of one version pull (reconciliation) from a data server.
+    pub reconcile_latency: Histogram,
 }
 
 impl SessionMetrics {
@@ -81,7 +75,13 @@ impl SessionMetrics {
                 "registry_session_outbox_frames",
                 "Frames queued towards clients",
             ),
-            pushes: counter_vec(&r, "registry_session_pushes_total", "Pushes sent", "kind"),
+            pushes: counter_vec(
+                &r,
+                "registry_session_pushes_total",
+                "Pushes sent",
+                "kind",
+                &["first", "retry"],
+            ),
             push_acks: counter(
                 &r,
                 "registry_session_push_acks_total",
@@ -102,6 +102,16 @@ impl SessionMetrics {
                 "registry_session_closed_total",
                 "Connections closed by the server",
                 "reason",
+                &[
+                    "idle",
+                    "frame_too_large",
+                    "unauthenticated",
+                    "key_revoked",
+                    "client_off",
+                    "detached",
+                    "outbox_full",
+                    "ack_timeout",
+                ],
             ),
             changes_received: counter(
                 &r,
@@ -114,6 +124,7 @@ impl SessionMetrics {
                 "registry_session_forwarded_total",
                 "Write ops forwarded to data servers",
                 "outcome",
+                &["ok", "retry", "dropped"],
             ),
             forward_pending: gauge(
                 &r,
@@ -125,20 +136,51 @@ impl SessionMetrics {
                 "registry_session_bad_frames_total",
                 "Client frames refused",
                 "code",
+                &["malformed"],
             ),
             repaired: counter_vec(
                 &r,
                 "registry_session_repaired_total",
                 "Reconciliation repairs",
                 "kind",
+                &["republished", "removed", "pulled"],
             ),
             empty_protection: counter_vec(
                 &r,
                 "registry_session_empty_protection_total",
                 "Datums emptied server-side: held back, released after the window",
                 "event",
+                &["held", "released"],
             ),
-            registry: r,
+            push_delay: latency(
+                &r,
+                "registry_session_push_delay_seconds",
+                "Change accepted at the data tier to its push sent to a subscriber",
+            ),
+            push_ack: latency(
+                &r,
+                "registry_session_push_ack_seconds",
+                "Push sent to its acknowledgement by the client",
+            ),
+            forward_latency: latency(
+                &r,
+                "registry_session_forward_seconds",
+                "Round trip of a batch of write ops forwarded to a data server",
+            ),
+            fetch_latency: latency(
+                &r,
+                "registry_session_fetch_seconds",
+                "Round trip of a batch of datum fetches from a data server",
+            ),
+            reconcile_latency: latency(
+                &r,
+                "registry_session_version_pull_seconds",
+                "Round trip of a version pull from a data server (reconciliation)",
+            ),
+            registry: {
+                register_process(&r);
+                r
+            },
         }
     }
 }

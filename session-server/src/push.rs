@@ -496,6 +496,9 @@ impl Pusher {
             let Some(inflight) = sub.inflight.take_if(|f| f.push_id == push_id) else {
                 return;
             };
+            self.metrics
+                .push_ack
+                .observe(inflight.sent_at.elapsed().as_secs_f64());
             sub.acked = sub.acked.max(Some(inflight.prepared.version()));
             if !self.is_enabled() {
                 // The pending datum waits for the switch.
@@ -614,6 +617,7 @@ fn send_push(
     metrics: &SessionMetrics,
 ) -> Outgoing {
     let push_id = sub.conn.next_push_id();
+    let version = prepared.version();
     let frame = prepared.frame(push_id, regist_id);
     sub.conn.acks.lock().insert(
         push_id,
@@ -630,6 +634,11 @@ fn send_push(
     });
     let kind = if attempts > 1 { "retry" } else { "first" };
     metrics.pushes.with_label_values(&[kind]).inc();
+    if attempts == 1 {
+        let accepted_ms = registry_common::version::version_ms(version);
+        let delay_ms = registry_common::time::now_ms().saturating_sub(accepted_ms);
+        metrics.push_delay.observe(delay_ms as f64 / 1000.0);
+    }
     Outgoing {
         conn: sub.conn.clone(),
         frame,
@@ -733,8 +742,17 @@ async fn run_fetch_lane(pusher: Arc<Pusher>, lane: Arc<FetchLane>) {
                 compact: true,
             };
             pusher.metrics.fetches.inc_by(ids.len() as u64);
-            let answer: Result<FetchResponse, RpcError> =
-                pusher.http.post(&lane.addr, "/data/v1/fetch", &req).await;
+            let started = Instant::now();
+            let rid = registry_rpc::request_id::fresh();
+            let answer: Result<FetchResponse, RpcError> = registry_rpc::request_id::scope(
+                rid.clone(),
+                pusher.http.post(&lane.addr, "/data/v1/fetch", &req),
+            )
+            .await;
+            pusher
+                .metrics
+                .fetch_latency
+                .observe(started.elapsed().as_secs_f64());
             let answered = answer.is_ok();
             let retry: Vec<DataInfoId> = match answer {
                 Ok(resp) => {
@@ -744,7 +762,7 @@ async fn run_fetch_lane(pusher: Arc<Pusher>, lane: Arc<FetchLane>) {
                     resp.errors.into_iter().map(|e| e.data_info_id).collect()
                 }
                 Err(e) => {
-                    tracing::debug!(from = %lane.addr, "fetch failed: {e}");
+                    tracing::debug!(request = %rid, from = %lane.addr, "fetch failed: {e}");
                     ids
                 }
             };

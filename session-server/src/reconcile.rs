@@ -217,8 +217,13 @@ pub async fn pull_versions(state: &Arc<SessionState>, view: &ClusterView) -> usi
                 };
                 let addr = addr.clone();
                 async move {
+                    let started = std::time::Instant::now();
                     let r: Result<VersionsResponse, RpcError> =
                         state.http.post(&addr, "/data/v1/versions", &req).await;
+                    state
+                        .metrics
+                        .reconcile_latency
+                        .observe(started.elapsed().as_secs_f64());
                     r
                 }
             })

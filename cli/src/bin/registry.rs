@@ -14,7 +14,7 @@ pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muz
 use clap::{Parser, Subcommand};
 use registry_cli::health::HealthArgs;
 use registry_cli::standalone::{Standalone, StandaloneConfig};
-use registry_rpc::runtime::{block_on, check_advertise, init_tracing, shutdown_on_signal};
+use registry_rpc::runtime::{block_on, check_advertise, init_tracing, shutdown_on_signal, LogArgs};
 use registry_rpc::CancellationToken;
 
 #[derive(Parser)]
@@ -26,6 +26,8 @@ struct Cli {
     /// other servers run best with fewer each.
     #[arg(long, global = true, env = "REGISTRY_WORKER_THREADS")]
     worker_threads: Option<usize>,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -45,6 +47,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    init_tracing(cli.log.log_format);
     if let Command::Health(args) = &cli.command {
         let result = block_on(Some(1), registry_cli::health::check(args))?;
         match result {
@@ -60,7 +63,6 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
-    init_tracing();
     // The signal starts each role's graceful stop (a data server drains, a session sends its
     // clients away, a meta leader hands over); the servers run on their own token meanwhile.
     let signal = shutdown_on_signal();

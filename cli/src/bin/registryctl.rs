@@ -19,8 +19,8 @@ use registry_cli::ctl::{run, Cli};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    registry_rpc::runtime::init_tracing();
     let cli = Cli::parse();
+    registry_rpc::runtime::init_tracing(cli.log.log_format);
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {

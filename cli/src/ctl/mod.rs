@@ -36,6 +36,8 @@ use target::{Ctx, Globals};
 pub struct Cli {
     #[command(flatten)]
     pub globals: Globals,
+    #[command(flatten)]
+    pub log: registry_rpc::runtime::LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }

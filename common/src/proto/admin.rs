@@ -58,6 +58,13 @@ pub struct SessionStatus {
     pub push_enabled: bool,
     /// The ACL revision applied (auth on).
     pub acl_revision: u64,
+    /// Median time from a change accepted at the data tier to its push, over the last ten
+    /// seconds (none without pushes), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_latency_p50_ms: Option<f64>,
+    /// The same at the 99th percentile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_latency_p99_ms: Option<f64>,
 }
 
 /// `GET /admin/v1/status` on a meta node: the whole cluster on one page.

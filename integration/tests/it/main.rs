@@ -22,6 +22,8 @@ mod meta_partition;
 mod meta_replace_node;
 mod meta_restart;
 mod operator_admin;
+mod operator_logs;
+mod operator_metrics;
 mod operator_ready;
 mod process;
 mod pubsub;
