@@ -553,6 +553,10 @@ async fn add_node(
             .map_err(MetaError::from)?,
     }
     if req.voter && !status.voters.contains_key(&req.node_id) {
+        ctx.raft
+            .wait_caught_up(req.node_id, ctx.raft.op_timeout())
+            .await
+            .map_err(MetaError::from)?;
         let mut voters: BTreeSet<u64> = ctx.raft.status().voters.keys().copied().collect();
         voters.insert(req.node_id);
         ctx.raft

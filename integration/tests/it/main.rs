@@ -12,6 +12,7 @@ mod decoders;
 mod exit_data_drain;
 mod exit_meta_handover;
 mod exit_session_go_away;
+mod meta_add_unreachable;
 mod meta_bad_input;
 mod meta_crash_detection;
 mod meta_failover;

@@ -511,12 +511,64 @@ impl MetaRaft {
 
     /// Adds a learner (leader only) and waits until it has caught up with the log.
     pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<(), RaftError> {
-        let fut = self.inner.raft.add_learner(id, BasicNode { addr }, true);
+        // Not blocking on the learner's catch-up: `wait_caught_up` does that, with an answer
+        // that says what happened, before a learner may become a voter.
+        let fut = self.inner.raft.add_learner(id, BasicNode { addr }, false);
         match tokio::time::timeout(self.inner.op_timeout, fut).await {
             Err(_) => Err(RaftError::Timeout),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.into()),
         }
+    }
+
+    /// Waits until node `id` has replicated this leader's log up to what was committed when
+    /// the call began, for at most `timeout`. A node that is unreachable (a mistyped
+    /// address, a node not started) never does: promoting it to voter would make a quorum
+    /// that cannot be reached, and the cluster could commit nothing, not even the change
+    /// that removes it. So `Membership` (nothing changed) when it does not catch up.
+    pub async fn wait_caught_up(&self, id: NodeId, timeout: Duration) -> Result<(), RaftError> {
+        let mut rx = self.inner.raft.metrics();
+        let target = rx
+            .borrow_watched()
+            .local_committed
+            .as_ref()
+            .map(|l| l.index());
+        let caught_up = async {
+            loop {
+                {
+                    let m = rx.borrow_watched();
+                    if m.current_leader != Some(self.inner.id) {
+                        return Err(RaftError::NotLeader {
+                            leader_id: leader_of(&m),
+                            leader_addr: None,
+                        });
+                    }
+                    let matched = m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .map(|l| l.index());
+                    if matched.is_some() && matched >= target {
+                        return Ok(());
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return Err(RaftError::Fatal("raft stopped".into()));
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, caught_up).await {
+            Ok(result) => result,
+            Err(_) => Err(RaftError::Membership(format!(
+                "meta node {id} has not caught up with the log within {timeout:?} (is its \
+                 address right and is it running?); not promoted to voter"
+            ))),
+        }
+    }
+
+    /// How long a Raft operation of this node may take.
+    pub fn op_timeout(&self) -> Duration {
+        self.inner.op_timeout
     }
 
     /// Replaces the voter set (leader only). New voters must have been added as learners;
