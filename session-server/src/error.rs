@@ -33,12 +33,22 @@ pub enum SessionError {
     RateLimited,
     #[error("this session server is shutting down; connect to another")]
     ShuttingDown,
+    /// A registration that does not move the publisher's version forward: lower than the
+    /// one held, or the same with other data.
+    #[error("publisher `{regist_id}` is at version {held}; {why}")]
+    StaleVersion {
+        regist_id: String,
+        held: u64,
+        why: &'static str,
+    },
 }
 
 impl SessionError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            SessionError::NoHello | SessionError::DuplicateHello => ErrorCode::FailedPrecondition,
+            SessionError::NoHello
+            | SessionError::DuplicateHello
+            | SessionError::StaleVersion { .. } => ErrorCode::FailedPrecondition,
             SessionError::Protocol(..) => ErrorCode::UnsupportedProtocol,
             SessionError::InvalidId(_) | SessionError::InvalidPublisher(_) => {
                 ErrorCode::InvalidArgument

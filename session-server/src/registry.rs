@@ -164,16 +164,27 @@ impl Registry {
         let mut publishers = self.publishers.lock();
         if let Some(cur) = publishers.get(&key) {
             let same_conn = cur.owned_by(&self.session, conn.id);
-            if reg.version < cur.version && cur.data_info_id == reg.data_info_id {
-                // Superseded by a newer registration of the same publisher (requests that
-                // raced, or a late retry): nothing to do, and nothing worth an error.
-                return Ok(ops);
+            // A republish moves the version forward. Frames of one connection arrive in
+            // order and a reconnecting SDK re-registers its newest version, so a lower
+            // version, or the same one with other data, is a client's mistake: refused, as
+            // acknowledging it would promise a change the data tier does not make.
+            if reg.version < cur.version {
+                return Err(SessionError::StaleVersion {
+                    regist_id: reg.regist_id.to_owned(),
+                    held: cur.version,
+                    why: "a republish needs a higher version",
+                });
             }
-            if same_conn
-                && reg.version == cur.version
-                && cur.data == reg.data
-                && cur.data_info_id == reg.data_info_id
-            {
+            let same_content = cur.data == reg.data && cur.data_info_id == reg.data_info_id;
+            if reg.version == cur.version && !same_content {
+                return Err(SessionError::StaleVersion {
+                    regist_id: reg.regist_id.to_owned(),
+                    held: cur.version,
+                    why: "other data at the same version needs a higher version",
+                });
+            }
+            if same_conn && reg.version == cur.version {
+                // An exact duplicate on the same connection: nothing changes.
                 return Ok(ops);
             }
             if cur.data_info_id != reg.data_info_id {
