@@ -183,11 +183,32 @@ fn backoff(shared: &Shared, failures: u32) -> Duration {
     Duration::from_micros(rand::rng().random_range(us / 2..=us))
 }
 
-async fn send(ws: &mut Ws, frame: &ClientFrame) -> Result<(), SdkError> {
+/// Longest one write to the session may take: a connection whose writes block (a half-open
+/// peer, a full send buffer) for a ping interval is treated as lost, like one whose reads
+/// went silent.
+fn write_timeout(shared: &Shared) -> Duration {
+    shared.config.ping_interval.max(Duration::from_secs(1))
+}
+
+/// Runs one write (send, feed or flush) within [`write_timeout`].
+async fn within<F>(shared: &Shared, write: F) -> Result<(), SdkError>
+where
+    F: std::future::Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>,
+{
+    let limit = write_timeout(shared);
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(SdkError::Connect(e.to_string())),
+        Err(_) => {
+            tracing::info!("a write to the session blocked for {limit:?}; reconnecting");
+            Err(SdkError::Connect(format!("write blocked for {limit:?}")))
+        }
+    }
+}
+
+async fn send(shared: &Shared, ws: &mut Ws, frame: &ClientFrame) -> Result<(), SdkError> {
     let text = serde_json::to_string(frame).map_err(|e| SdkError::Invalid(e.to_string()))?;
-    ws.send(Message::Text(text.into()))
-        .await
-        .map_err(|e| SdkError::Connect(e.to_string()))
+    within(shared, ws.send(Message::Text(text.into()))).await
 }
 
 /// Opens the WebSocket and completes the hello exchange.
@@ -210,6 +231,7 @@ async fn connect(shared: &Shared, addr: &str) -> Result<Ws, SdkError> {
         .map_err(|e| SdkError::Connect(e.to_string()))?;
     let req_id = shared.next_id();
     send(
+        shared,
         &mut ws,
         &ClientFrame::Hello {
             req_id,
@@ -292,7 +314,7 @@ async fn reregister(
         }
     }
     for frame in &frames {
-        send(ws, frame).await?;
+        send(shared, ws, frame).await?;
     }
     Ok(())
 }
@@ -322,7 +344,7 @@ async fn session_loop(
                 let Some(cmd) = cmd else { return End::Stopped };
                 let req_id = cmd.frame.req_id().unwrap_or(0);
                 pending.entry(req_id).or_default().push(Waiter { regist_id: cmd.regist_id, reply: cmd.reply });
-                if send(ws, &cmd.frame).await.is_err() {
+                if send(shared, ws, &cmd.frame).await.is_err() {
                     return End::Lost;
                 }
             }
@@ -356,7 +378,7 @@ async fn session_loop(
                         next = ws.next().now_or_never();
                     }
                 }
-                if ws.flush().await.is_err() {
+                if within(shared, ws.flush()).await.is_err() {
                     return End::Lost;
                 }
             }
@@ -366,7 +388,7 @@ async fn session_loop(
                     return End::Lost;
                 }
                 let frame = ClientFrame::Ping { req_id: shared.next_id() };
-                if send(ws, &frame).await.is_err() {
+                if send(shared, ws, &frame).await.is_err() {
                     return End::Lost;
                 }
             }
@@ -400,7 +422,10 @@ async fn on_frame(
         } => {
             // Queued; the caller flushes once it has handled every frame at hand.
             let ack = ClientFrame::push_ack_json(push_id);
-            if ws.feed(Message::Text(ack.into())).await.is_err() {
+            if within(shared, ws.feed(Message::Text(ack.into())))
+                .await
+                .is_err()
+            {
                 return Some(End::Lost);
             }
             let mut callback = None;

@@ -51,6 +51,9 @@ use crate::error::MetaError;
 use crate::server::MetaState as Ctx;
 use crate::state::MetaCommand;
 
+/// Longest the answer to one heartbeat may take to be written.
+const PONG_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Longest a watch may block.
 const MAX_WATCH: Duration = Duration::from_secs(60);
 
@@ -243,6 +246,12 @@ async fn heartbeat(
                         Some(Ok(_)) => {
                             heard = std::time::Instant::now();
                             let _ = ctx.leases.renew(&id);
+                            // The answer lets the member notice a leader that went silent.
+                            let pong = socket.send(Message::Text("pong".into()));
+                            if !matches!(tokio::time::timeout(PONG_TIMEOUT, pong).await, Ok(Ok(()))) {
+                                by_member = true;
+                                break;
+                            }
                         }
                     },
                     changed = leader.changed() => {

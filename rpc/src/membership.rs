@@ -374,15 +374,24 @@ async fn heartbeat_loop(
             backoff.reset();
             meta.set_leader(Some(addr.clone()));
             let mut ticker = tokio::time::interval(every);
+            // The leader answers every ping: one silent for three intervals (at least 3 s)
+            // is cut off or frozen, and another meta node may lead by now.
+            let silence = (every * 3).max(Duration::from_secs(3));
+            let mut heard = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = ticker.tick() => {
+                        if heard.elapsed() > silence {
+                            tracing::info!(meta = %addr, "meta leader silent; looking for the leader again");
+                            meta.set_leader(None);
+                            break;
+                        }
                         let sent = tokio::time::timeout(every.max(Duration::from_secs(1)), ws.send(Message::Text("ping".into()))).await;
                         if !matches!(sent, Ok(Ok(()))) { break; }
                     }
                     msg = ws.next() => match msg {
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                        Some(Ok(_)) => {}
+                        Some(Ok(_)) => heard = tokio::time::Instant::now(),
                     },
                     _ = stop.cancelled() => {
                         let _ = ws.close(None).await;

@@ -22,6 +22,7 @@ mod meta_leases;
 mod meta_partition;
 mod meta_replace_node;
 mod meta_restart;
+mod meta_silent_leader;
 mod operator_admin;
 mod operator_logs;
 mod operator_metrics;
