@@ -156,6 +156,12 @@ pub struct PushDatum {
 }
 
 impl PushDatum {
+    /// About how many bytes this datum takes on the wire.
+    pub fn approx_bytes(&self) -> usize {
+        128 + self.data_info_id.as_str().len()
+            + self.data.iter().map(|d| d.len() + 3).sum::<usize>()
+    }
+
     pub fn empty(data_info_id: DataInfoId, version: u64) -> Self {
         Self {
             data_info_id,

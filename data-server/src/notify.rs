@@ -26,6 +26,10 @@ use crate::store::Store;
 /// Most changes in one notification request.
 const MAX_CHANGES_PER_BATCH: usize = 2_000;
 
+/// Bytes of inline datums one notification batch carries at most (a session takes 64 MiB
+/// per request by default; a change without its datum is about 200 bytes).
+pub const MAX_INLINE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Path of the session endpoint that takes notifications.
 pub const CHANGES_PATH: &str = "/session/v1/changes";
 
@@ -149,10 +153,23 @@ async fn run_target(shared: Arc<Shared>, target: Arc<Target>) {
                     .filter_map(|k| pending.remove_entry(&k))
                     .collect()
             };
+            // Small datums ride along until the batch's inline budget is spent; the rest
+            // are announced by version only and fetched by the session.
+            let mut inline_left = MAX_INLINE_BYTES;
             let changes: Vec<Change> = taken
                 .iter()
                 .map(|(id, version)| {
-                    let datum = shared.store.push_datum(id, shared.inline_max_publishers);
+                    let datum = shared
+                        .store
+                        .push_datum(id, shared.inline_max_publishers)
+                        .filter(|d| {
+                            let b = d.approx_bytes();
+                            let fits = b <= inline_left;
+                            if fits {
+                                inline_left -= b;
+                            }
+                            fits
+                        });
                     Change {
                         data_info_id: id.clone(),
                         version: datum.as_ref().map_or(*version, |d| d.version.max(*version)),

@@ -33,6 +33,8 @@ struct Shared {
     http: HttpClient,
     view: watch::Receiver<Arc<ClusterView>>,
     metrics: DataMetrics,
+    /// Bytes of payload one batch carries at most (one item more at worst).
+    max_batch_bytes: usize,
 }
 
 struct Lane {
@@ -60,6 +62,7 @@ impl Replicator {
         http: HttpClient,
         view: watch::Receiver<Arc<ClusterView>>,
         metrics: DataMetrics,
+        max_batch_bytes: usize,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -69,6 +72,7 @@ impl Replicator {
                 http,
                 view,
                 metrics,
+                max_batch_bytes: max_batch_bytes.max(1),
             }),
             lanes: Arc::new(Mutex::new(HashMap::new())),
             shutdown,
@@ -184,13 +188,27 @@ async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
             if ids.is_empty() {
                 break;
             }
-            let items: Vec<ReplicateItem> = ids
-                .iter()
-                .filter_map(|id| item_for(&shared, &lane, id))
-                .collect();
+            // Items until the byte budget is spent; the rest wait for the next batch.
+            let mut items: Vec<ReplicateItem> = Vec::new();
+            let mut bytes = 0;
+            let mut ids = ids.into_iter();
+            for id in ids.by_ref() {
+                if let Some(item) = item_for(&shared, &lane, &id) {
+                    bytes += item.approx_bytes();
+                    items.push(item);
+                }
+                if bytes >= shared.max_batch_bytes {
+                    break;
+                }
+            }
+            let rest: Vec<DataInfoId> = ids.collect();
+            if !rest.is_empty() {
+                lane.pending.lock().extend(rest);
+            }
             if items.is_empty() {
                 continue;
             }
+            let ids: Vec<DataInfoId> = items.iter().map(|i| i.data_info_id.clone()).collect();
             let req = ReplicateRequest {
                 epoch: shared.view.borrow().epoch,
                 from: shared.me.clone(),

@@ -206,6 +206,9 @@ impl DataServer {
             http.clone(),
             membership.subscribe(),
             metrics.clone(),
+            // Replicas run with the same request limit as this server (one cluster, one
+            // configuration): a batch of half of it leaves room for one large item more.
+            config.max_body_bytes / 2,
             shutdown.clone(),
         );
         let state = Arc::new(DataState {

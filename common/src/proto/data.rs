@@ -227,6 +227,29 @@ pub struct ReplicateItem {
     pub full: Option<Datum>,
 }
 
+impl ReplicateItem {
+    /// About how many bytes this item takes on the wire (payloads plus a fixed cost per
+    /// publisher or op), for keeping batches under a byte budget.
+    pub fn approx_bytes(&self) -> usize {
+        const PER_ENTRY: usize = 256;
+        let ops: usize = self
+            .ops
+            .iter()
+            .map(|o| match &o.op {
+                ReplicatedOp::Put { publisher } => publisher.payload_len() + PER_ENTRY,
+                ReplicatedOp::Remove { .. } => PER_ENTRY,
+            })
+            .sum();
+        let full: usize = self.full.as_ref().map_or(0, |d| {
+            d.publishers
+                .iter()
+                .map(|p| p.payload_len() + PER_ENTRY)
+                .sum()
+        });
+        PER_ENTRY + ops + full
+    }
+}
+
 /// `POST /data/v1/replicate`: from a slot's primary to one of its replicas.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

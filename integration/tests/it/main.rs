@@ -6,6 +6,7 @@ mod data_bad_input;
 mod data_epoch_ahead;
 mod data_failover;
 mod data_race;
+mod data_replication_bytes;
 mod data_restart;
 mod data_scale;
 mod decoders;
