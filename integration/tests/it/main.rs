@@ -22,6 +22,7 @@ mod meta_partition;
 mod meta_replace_node;
 mod meta_restart;
 mod operator_admin;
+mod operator_console;
 mod operator_ready;
 mod process;
 mod pubsub;
