@@ -165,6 +165,34 @@ async fn no_error(page: &Client) -> Result<(), String> {
     }
 }
 
+/// Signs in on the page shown (which asks for a key first).
+async fn sign_in(page: &Client, admin: &registry_common::auth::Credential) {
+    wait_shown(page, "signin").await;
+    type_into(page, "key-id", &admin.key_id).await;
+    type_into(
+        page,
+        "key-secret",
+        std::str::from_utf8(admin.secret.expose()).expect("a text secret"),
+    )
+    .await;
+    click(page, "sign-in").await;
+    wait_shown(page, "signed-in").await;
+}
+
+/// Waits until the page shows pushes `state` ("on" or "off").
+async fn wait_push_state(page: &Client, state: &str) {
+    wait_page(&format!("pushes {state} on the page"), || async {
+        no_error(page).await?;
+        let shown = js(
+            page,
+            "return document.getElementById('push-state').dataset.state",
+        )
+        .await?;
+        Ok((shown == state).then_some(()))
+    })
+    .await
+}
+
 async fn cluster_status(cluster: &Cluster, meta: &str) -> ClusterStatus {
     cluster
         .admin_http()
@@ -321,16 +349,7 @@ async fn drive(
         .expect("open the console");
 
     // Auth is on: the page asks for a key before it shows anything.
-    wait_shown(page, "signin").await;
-    type_into(page, "key-id", &admin.key_id).await;
-    type_into(
-        page,
-        "key-secret",
-        std::str::from_utf8(admin.secret.expose()).expect("a text secret"),
-    )
-    .await;
-    click(page, "sign-in").await;
-    wait_shown(page, "signed-in").await;
+    sign_in(page, admin).await;
 
     // Topology: three meta nodes, one marked leader; every data and session server.
     let mut want: Vec<String> = cluster
@@ -536,6 +555,46 @@ async fn drive(
     })
     .await;
 
+    // Writes go to the leader: a follower's console sends none (it could not: browsers
+    // repeat a request answered 421 not_leader, as a replay) and links to the leader's.
+    let follower = cluster
+        .metas
+        .iter()
+        .map(|m| m.addr.to_string())
+        .find(|a| a != leader)
+        .expect("a follower");
+    page.goto(&format!("http://{follower}/console/"))
+        .await
+        .expect("open a follower's console");
+    sign_in(page, admin).await;
+    wait_push_state(page, "off").await;
+    let note = js(
+        page,
+        "const a = document.getElementById('leader-link');
+         return [document.getElementById('leader-note').hidden, a.hidden ? null : a.href,
+                 document.getElementById('push-on').disabled]",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        note,
+        json!([false, format!("http://{leader}/console/"), true]),
+        "on {follower}: note hidden, link to the leader, push-on disabled"
+    );
+    // Following the link: the leader's console, still signed in (the tab kept the key for
+    // that address), with its switches enabled.
+    click(page, "leader-link").await;
+    wait_shown(page, "signed-in").await;
+    wait_push_state(page, "off").await;
+    let enabled = js(
+        page,
+        "return [document.getElementById('leader-note').hidden,
+                 !document.getElementById('push-on').disabled]",
+    )
+    .await
+    .unwrap();
+    assert_eq!(enabled, json!([true, true]), "the leader's console");
+
     // On again: the subscriber gets the newest.
     click(page, "push-on").await;
     next_update(sub, "the change once pushes are on", |u| {
@@ -556,6 +615,22 @@ async fn drive(
         .await?;
         let n: usize = points[0].as_str().unwrap_or("0").parse().unwrap_or(0);
         Ok((n >= 3 && points[1] == "on" && points[2] == 1).then_some(()))
+    })
+    .await;
+
+    // The service again, as it is now, for the screenshot.
+    type_into(page, "service-data-id", "svc.console.alpha").await;
+    click(page, "service-search").await;
+    wait_page("the new data on the page", || async {
+        no_error(page).await?;
+        let data = js(
+            page,
+            "return Array.from(document.querySelectorAll('[data-testid=publisher-data]'))
+                .map(c => c.textContent)",
+        )
+        .await?;
+        let data: Vec<String> = serde_json::from_value(data).map_err(|e| e.to_string())?;
+        Ok((sorted(data) == ["10.1.0.2:8080", "10.1.0.9:8080"]).then_some(()))
     })
     .await;
 

@@ -408,6 +408,22 @@
     state.history = state.history.filter((p) => p.at >= since).slice(-2 * HISTORY);
   }
 
+  // ---------------------------------------------------------------- the leader
+
+  // Writes go through the meta leader. A follower answers them 421 not_leader, and browsers
+  // repeat a request answered 421 (Chromium does, once, on a fresh connection): the repeat
+  // carries the same nonce and is refused as a replay, hiding the answer. So the page sends
+  // writes only while the node it was loaded from says it leads, and links to the leader's
+  // console otherwise.
+  function isLeader(s) {
+    return !!s && s.leader !== null && s.leader !== undefined && s.leader === s.nodeId;
+  }
+
+  function leaderConsole(s) {
+    const node = s && s.metaNodes.find((n) => n.nodeId === s.leader);
+    return node ? `${window.location.protocol}//${node.addr}/console/` : null;
+  }
+
   // ---------------------------------------------------------------- rendering
 
   function render() {
@@ -484,6 +500,7 @@
       const button = el('button', {
         type: 'button', 'data-testid': m.draining ? 'undrain' : 'drain', 'data-id': m.id,
       }, m.draining ? 'Undrain' : 'Drain');
+      button.disabled = !isLeader(s);
       button.addEventListener('click', () => drain(m, !m.draining));
       return el('tr', { 'data-testid': 'member-row', 'data-role': 'data', 'data-member-id': m.id },
         el('td', {}, swatch(colours.get(m.id))),
@@ -654,10 +671,28 @@
     st.textContent = s.pushEnabled ? 'on' : 'off';
     st.dataset.state = s.pushEnabled ? 'on' : 'off';
     st.className = s.pushEnabled ? 'ok' : 'bad';
-    $('push-off').disabled = !s.pushEnabled;
-    $('push-on').disabled = s.pushEnabled;
+    const leads = isLeader(s);
+    const note = $('leader-note');
+    note.hidden = leads;
+    const link = $('leader-link');
+    const target = leaderConsole(s);
+    if (!leads) {
+      $('leader-note-text').textContent = target
+        ? `Meta node ${s.nodeId} is a follower: changes go through the leader, node ${s.leader}. `
+        : `Meta node ${s.nodeId} knows no leader yet: changes wait for one. `;
+      link.hidden = !target;
+      if (target) {
+        link.href = target;
+        link.textContent = 'Open the leader\'s console';
+      }
+    }
+    $('push-off').disabled = !leads || !s.pushEnabled;
+    $('push-on').disabled = !leads || s.pushEnabled;
+    $('client-off').disabled = !leads;
+    $('client-on').disabled = !leads;
     const items = s.clientsOff.map((a) => {
       const back = el('button', { type: 'button', 'data-testid': 'client-back', 'data-address': a }, 'Let back');
+      back.disabled = !leads;
       back.addEventListener('click', () => clientSwitch(a, true));
       return el('li', { 'data-testid': 'client-off', 'data-address': a }, el('span', { class: 'mono' }, a), ' ', back);
     });
@@ -743,6 +778,11 @@
       $('action-result').textContent = `${what}: done${r && r.epoch !== undefined ? ` (epoch ${r.epoch})` : ''}`;
     } catch (e) {
       $('action-result').textContent = `${what}: refused`;
+      if (e.code === 'unauthenticated' && /nonce/.test(e.message)) {
+        // The browser repeated a write this node answered 421 not_leader (see isLeader).
+        e.message += ' (this node most likely stopped leading and the browser repeated its '
+          + 'not_leader answer; the page shows the new leader at its next refresh)';
+      }
       showError('action', e);
     }
     poll();
