@@ -10,8 +10,9 @@
 //! | GET | `/meta/v1/acl?afterRevision=N&timeoutMs=T` | blocking watch of the ACL, secrets sealed with the cluster secret (members only) |
 //! | GET | `/health`, `/ready`, `/metrics` | liveness, readiness, Prometheus |
 //!
-//! The admin API (`/admin/v1/...`) is in [`crate::admin`]. With auth on ([`access`]):
-//! health, readiness and metrics are public; `/admin/v1/...` and `/meta/v1/view` need the
+//! The admin API (`/admin/v1/...`) is in [`crate::admin`], the operator console
+//! (`/console/`) in [`crate::console`]. With auth on ([`access`]): health, readiness, metrics
+//! and the console's files are public; `/admin/v1/...` and `/meta/v1/view` need the
 //! cluster secret or an admin principal's key; everything else (membership, leases, the ACL
 //! watch, the Raft RPCs) needs the cluster secret.
 //!
@@ -81,8 +82,11 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 pub fn access(path: &str) -> Access {
     match path {
         "/health" | "/ready" | "/metrics" => Access::Public,
+        // The console's static files: the page holds no data, its calls go to /admin/v1.
+        "/console" => Access::Public,
+        p if p.starts_with("/console/") => Access::Public,
         "/meta/v1/view" => Access::Admin,
-        p if p.starts_with("/admin/") || p.starts_with("/console") => Access::Admin,
+        p if p.starts_with("/admin/") => Access::Admin,
         _ => Access::Member,
     }
 }

@@ -7,12 +7,14 @@
 //! - [`api`]: the HTTP endpoints for members and watchers.
 //! - [`admin`]: the admin API: the whole cluster for operators.
 //! - [`metrics`]: the node's Prometheus metrics (`/metrics`).
+//! - [`console`]: the operator console, a page over the admin API at `/console/`.
 //! - [`config`]: flags and defaults; [`error`]: the domain's errors.
 //! - [`server`]: startup, bootstrap and shutdown; [`handover`]: a leader's graceful stop.
 
 pub mod admin;
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod handover;
 pub mod leases;

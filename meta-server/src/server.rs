@@ -6,9 +6,10 @@
 //! node finds its vote and log on disk and rejoins without initialising again. A node bound
 //! to one specific address also makes its Raft connections from that address.
 //!
-//! With a cluster secret, every route but health, readiness and metrics needs a signature
-//! (see [`crate::api::access`]); the node's guard follows the replicated ACL, and the first
-//! leader holding `--admin-key-file` installs that key as principal `admin`, once.
+//! With a cluster secret, every route but health, readiness, metrics and the console's files
+//! needs a signature (see [`crate::api::access`]); the node's guard follows the replicated
+//! ACL, and the first leader holding `--admin-key-file` installs that key as principal
+//! `admin`, once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -136,7 +137,7 @@ impl MetaServer {
         }
         let routers = Routers {
             main: crate::api::router(state.clone()).merge(raft.router()),
-            admin: crate::admin::router(state.clone()),
+            admin: crate::admin::router(state.clone()).merge(crate::console::router()),
         };
         let max_body = state.config.max_body_bytes.max(64 * 1024 * 1024);
         let protect = |router| {

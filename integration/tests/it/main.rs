@@ -25,6 +25,7 @@ mod meta_replace_node;
 mod meta_restart;
 mod meta_silent_leader;
 mod operator_admin;
+mod operator_console;
 mod operator_logs;
 mod operator_metrics;
 mod operator_ready;
