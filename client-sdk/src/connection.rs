@@ -137,7 +137,9 @@ pub(crate) async fn run(
         shared.state.send_replace(ConnectionState::Connected {
             session: addr.clone(),
         });
-        tracing::debug!(session = %addr, "connected");
+        // Info, like the loss: a log that shows the client losing its session shows it
+        // connected again, and where.
+        tracing::info!(session = %addr, "connected to the session");
         let end = session_loop(&shared, &mut ws, &mut cmd_rx, &mut stop, &mut pending).await;
         carried = pending.into_values().flatten().collect();
         match end {
