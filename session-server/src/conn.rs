@@ -15,6 +15,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
 use registry_common::error::ApiError;
 use registry_common::id::{validate_part, DataInfoId};
+use registry_common::model::Publisher;
 use registry_common::proto::client::{ClientFrame, ServerFrame, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 
@@ -143,6 +144,28 @@ async fn write_loop(
     while rx.try_recv().is_ok() {
         conn.outbox.taken();
     }
+}
+
+/// A registration the data tier refused for good (after the session acknowledged it):
+/// withdrawn from the session, any earlier version removed from the data tier, and its
+/// client told with an error frame that has no `reqId` and names the publisher.
+pub fn report_refused(ctx: &SessionState, publisher: &Publisher, error: ApiError) {
+    let Some((unpublish, conn)) = ctx.registry.withdraw_refused(publisher) else {
+        return;
+    };
+    ctx.forwarder.submit(vec![unpublish]);
+    let Some(conn) = conn else { return };
+    let message = format!(
+        "publisher `{}` (version {}) of {} was refused by the data tier and withdrawn: {}",
+        publisher.key.regist_id, publisher.version, publisher.data_info_id, error.message
+    );
+    send(
+        &conn,
+        &ServerFrame::Error {
+            req_id: None,
+            error: ApiError::new(error.code, message),
+        },
+    );
 }
 
 fn send(conn: &Conn, frame: &ServerFrame) {

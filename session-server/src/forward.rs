@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use registry_common::error::ErrorCode;
+use registry_common::error::{ApiError, ErrorCode};
 use registry_common::member::{ClusterView, Role};
-use registry_common::model::PublisherKey;
+use registry_common::model::{Publisher, PublisherKey};
 use registry_common::proto::data::{WriteOp, WriteRequest, WriteResponse};
 use registry_rpc::backoff::LaneBackoff;
 use registry_rpc::membership::Membership;
@@ -46,7 +46,12 @@ struct Lane {
     stop: CancellationToken,
 }
 
+/// Called with a registration the data tier refused for good and why.
+pub type RefusedHook = Arc<dyn Fn(&Publisher, ApiError) + Send + Sync>;
+
 struct Shared {
+    /// What to do with a registration the data tier refused for good (set once at start).
+    on_refused: std::sync::OnceLock<RefusedHook>,
     http: HttpClient,
     membership: Arc<Membership>,
     metrics: SessionMetrics,
@@ -75,6 +80,7 @@ impl Forwarder {
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
+                on_refused: std::sync::OnceLock::new(),
                 http,
                 membership,
                 metrics,
@@ -86,6 +92,12 @@ impl Forwarder {
                 parked: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Sets what happens to a registration the data tier refuses for good (an invalid one,
+    /// or one larger than the data server takes in a request).
+    pub fn on_refused(&self, hook: RefusedHook) {
+        let _ = self.shared.on_refused.set(hook);
     }
 
     /// Queues ops for delivery.
@@ -209,6 +221,20 @@ fn lane(shared: &Arc<Shared>, addr: &str) -> Arc<Lane> {
 }
 
 /// Marks an op landed (or given up) unless a newer op for its publisher is queued.
+/// An op the data tier refused for good: counted, settled, and a registration handed to the
+/// refusal hook (withdrawn and reported to its client).
+fn refused(shared: &Shared, q: &Queued, error: ApiError) {
+    shared
+        .metrics
+        .forwarded
+        .with_label_values(&["dropped"])
+        .inc();
+    settle(shared, q);
+    if let (WriteOp::Publish { publisher }, Some(hook)) = (&q.op, shared.on_refused.get()) {
+        hook(publisher, error);
+    }
+}
+
 fn settle(shared: &Shared, q: &Queued) {
     let mut latest = shared.latest.lock();
     let key = key_of(&q.op);
@@ -306,12 +332,7 @@ async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
                             }
                             Some(e) => {
                                 tracing::warn!(request = %rid, id = %q.op.data_info_id(), "data server refused a write: {e}");
-                                shared
-                                    .metrics
-                                    .forwarded
-                                    .with_label_values(&["dropped"])
-                                    .inc();
-                                settle(&shared, &q);
+                                refused(&shared, &q, e);
                             }
                         }
                     }
@@ -319,6 +340,15 @@ async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
                 Ok(_) => {
                     tracing::warn!(to = %lane.addr, "data server answered a write batch with the wrong number of results");
                     retry = batch;
+                }
+                Err(e) if too_large(&e) && batch.len() == 1 => {
+                    // One op alone is over the data server's limit: it never will fit.
+                    let error = e.into_api();
+                    tracing::warn!(request = %rid, to = %lane.addr, "a single write is over the data server's request limit: {error}");
+                    for q in batch {
+                        refused(&shared, &q, error.clone());
+                    }
+                    continue;
                 }
                 Err(e) if too_large(&e) && batch.len() > 1 => {
                     // Send it again at once in smaller batches.

@@ -249,6 +249,29 @@ impl Registry {
         Some(unpublish_op(&p))
     }
 
+    /// Withdraws `refused` (a registration the data tier refused for good) if it is still the
+    /// one held: the session's copy must not promise what the data tier will never hold, and
+    /// repair would only send it again. Returns, when it was withdrawn, the op that removes
+    /// an earlier version of it from the data tier and the connection to tell, if still open.
+    pub fn withdraw_refused(&self, refused: &Publisher) -> Option<(WriteOp, Option<Arc<Conn>>)> {
+        let removed = {
+            let mut publishers = self.publishers.lock();
+            let held = publishers.get(&refused.key).is_some_and(|p| {
+                p.version == refused.version && p.owned_by(&self.session, refused.conn_id)
+            });
+            if !held {
+                return None;
+            }
+            self.metrics.publishers.dec();
+            publishers.remove(&refused.key)?
+        };
+        let conn = self.conn(refused.conn_id);
+        if let Some(conn) = &conn {
+            conn.publishers.lock().remove(&refused.key.regist_id);
+        }
+        Some((unpublish_op(&removed), conn))
+    }
+
     /// Forgets a closed connection. Returns the unpublish ops of its publishers.
     pub fn close(&self, conn: &Conn) -> Vec<WriteOp> {
         if self.conns.lock().remove(&conn.id).is_none() {

@@ -169,6 +169,15 @@ impl SessionServer {
             guard: guard.clone(),
             health: crate::admin::Health::default(),
         });
+        // Weak: the state owns the forwarder that holds this hook.
+        let weak = Arc::downgrade(&state);
+        state
+            .forwarder
+            .on_refused(Arc::new(move |publisher, error| {
+                if let Some(state) = weak.upgrade() {
+                    crate::conn::report_refused(&state, publisher, error);
+                }
+            }));
         tokio::spawn(crate::conn::close_revoked(state.clone()));
         tokio::spawn(follow_view(state.clone()));
         tokio::spawn(crate::admin::probe_data_tier(state.clone()));

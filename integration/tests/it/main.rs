@@ -41,6 +41,7 @@ mod session_batch_bytes;
 mod session_failover;
 mod session_partial_loss;
 mod session_reconcile;
+mod session_refused_write;
 mod session_republish_versions;
 mod session_sigterm;
 mod standalone;
