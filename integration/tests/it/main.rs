@@ -33,6 +33,7 @@ mod process;
 mod pubsub;
 mod security_clients;
 mod security_cluster_links;
+mod security_flood;
 mod security_limits;
 mod security_rotation;
 mod security_tls;
