@@ -164,16 +164,13 @@ impl Registry {
         let mut publishers = self.publishers.lock();
         if let Some(cur) = publishers.get(&key) {
             let same_conn = cur.owned_by(&self.session, conn.id);
-            // A republish moves the version forward. Frames of one connection arrive in
-            // order and a reconnecting SDK re-registers its newest version, so a lower
-            // version, or the same one with other data, is a client's mistake: refused, as
-            // acknowledging it would promise a change the data tier does not make.
-            if reg.version < cur.version {
-                return Err(SessionError::StaleVersion {
-                    regist_id: reg.regist_id.to_owned(),
-                    held: cur.version,
-                    why: "a republish needs a higher version",
-                });
+            // A republish moves the version forward. A lower version has been superseded by
+            // a newer registration of the same publisher (an SDK's concurrent republishes
+            // may reach the connection out of order): acknowledged, no effect, as the newer
+            // one stands. The same version with other data would be acknowledged and then
+            // lost at the data tier, which keeps one registration per version: refused.
+            if reg.version < cur.version && cur.data_info_id == reg.data_info_id {
+                return Ok(ops);
             }
             let same_content = cur.data == reg.data && cur.data_info_id == reg.data_info_id;
             if reg.version == cur.version && !same_content {
