@@ -34,3 +34,23 @@ where
     })
     .await
 }
+
+/// Takes a subscription's updates until one satisfies `pred`; panics with `what` (and the
+/// last update seen) when none does within `timeout` or the subscription closes.
+pub async fn update(
+    sub: &mut client_sdk::Subscriber,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&client_sdk::DatumUpdate) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, sub.next()).await {
+            Ok(Some(u)) if pred(&u) => return,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("subscription closed while waiting for {what}"),
+            Err(_) => panic!("no update with {what}; last: {:?}", sub.latest()),
+        }
+    }
+}
