@@ -202,16 +202,7 @@ async fn cluster_status(cluster: &Cluster, meta: &str) -> ClusterStatus {
 }
 
 async fn next_update(sub: &mut Subscriber, what: &str, pred: impl Fn(&DatumUpdate) -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left, sub.next()).await {
-            Ok(Some(u)) if pred(&u) => return,
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("subscription closed while waiting for {what}"),
-            Err(_) => panic!("no update with {what}; last: {:?}", sub.latest()),
-        }
-    }
+    integration::wait::update(sub, what, WAIT, pred).await
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
