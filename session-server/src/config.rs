@@ -78,6 +78,16 @@ pub struct SessionConfig {
         default_value_t = 10_000
     )]
     pub shutdown_wait_ms: u64,
+    /// Publishers of clients this session sent away (`go_away` on shutdown or when cut off
+    /// from the meta cluster) stay in the data tier this long for their re-registration
+    /// through another session to take them over; then this session removes the ones nobody
+    /// took over. In ms.
+    #[arg(
+        long,
+        env = "REGISTRY_SESSION_HANDOVER_GRACE_MS",
+        default_value_t = 10_000
+    )]
+    pub handover_grace_ms: u64,
     /// Interval of the full reconciliation (repair and version pull), in ms.
     #[arg(long, env = "REGISTRY_SESSION_RECONCILE_MS", default_value_t = 30_000)]
     pub reconcile_interval_ms: u64,
@@ -144,6 +154,7 @@ impl Default for SessionConfig {
             max_merge_window_ms: 1_000,
             empty_protection_ms: 3_000,
             shutdown_wait_ms: 10_000,
+            handover_grace_ms: 10_000,
             max_connections: 100_000,
             max_publishers_per_conn: 10_000,
             max_subscriptions_per_conn: 10_000,

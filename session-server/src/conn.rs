@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
@@ -86,11 +86,15 @@ pub async fn serve(socket: WebSocket, remote: SocketAddr, ctx: Arc<SessionState>
             }
         }
     }
-    // Withdraw this connection's publishers and subscriptions. While the server drains, the
-    // publishers stay for the data tier's session cleanup: their clients are re-registering
-    // on another session, which takes them over without a gap.
+    // Withdraw this connection's publishers and subscriptions. A client sent away (the server
+    // drains, or is cut off from the meta cluster) is re-registering on another session,
+    // which takes its publishers over without a gap: they stay in the data tier for that
+    // handover (see `reconcile`), also when the session serves again before this runs.
     let ops = ctx.registry.close(&conn);
-    if !ctx.leaving() {
+    if ctx.leaving() || conn.sent_away.load(std::sync::atomic::Ordering::Acquire) {
+        let grace = Duration::from_millis(ctx.config.handover_grace_ms);
+        ctx.reconciler.hand_over(&ops, Instant::now() + grace);
+    } else {
         ctx.forwarder.submit(ops);
     }
     ctx.pusher.drop_conn(&conn);

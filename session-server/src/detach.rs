@@ -61,6 +61,7 @@ pub async fn run(state: Arc<SessionState>) {
             };
             if let Ok(text) = serde_json::to_string(&frame) {
                 for conn in clients {
+                    conn.sent_away.store(true, Ordering::Release);
                     let _ = conn.outbox.send(text.clone());
                     // The client moves on `go_away`; closing makes sure one that ignores it
                     // does too.

@@ -12,10 +12,19 @@
 //!
 //! A slot a primary does not answer for (still copying in, or unreachable) stays pending and
 //! is retried with backoff.
+//!
+//! **Handover**: the publishers of clients this session sent away (`go_away` on a graceful
+//! stop, or when cut off from the meta cluster) are left in the data tier for the clients'
+//! re-registration through another session to take over. To the repair they look like
+//! strays (the data tier holds them for this session, the session no longer does); removing
+//! them at once would show every subscriber a partial view until each client is back. So
+//! they are left alone for the handover grace, after which a repair removes those nobody
+//! took over (the data tier removes a publisher only for the session and connection that
+//! own it, so a taken-over one is not touched).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use registry_common::id::DataInfoId;
@@ -50,6 +59,11 @@ pub struct Reconciler {
     /// A version pull is wanted before the next interval.
     pull: std::sync::atomic::AtomicBool,
     wake: Notify,
+    /// Publishers handed over to other sessions (see the module comment), with the moment
+    /// the repair may remove them. Bounded by the publishers the session held.
+    handed_over: Mutex<HashMap<PublisherKey, Instant>>,
+    /// Repair passes finished, for status and tests.
+    passes: std::sync::atomic::AtomicU64,
 }
 
 impl Reconciler {
@@ -61,6 +75,47 @@ impl Reconciler {
         if dirty.len() != before {
             self.wake.notify_one();
         }
+    }
+
+    /// Leaves the publishers of `ops` (the unpublish ops of a connection sent away) in the
+    /// data tier until `until`, when a repair of every slot removes those nobody took over.
+    pub fn hand_over(&self, ops: &[WriteOp], until: Instant) {
+        let mut handed = self.handed_over.lock();
+        let before = handed.len();
+        for op in ops {
+            if let WriteOp::Unpublish { key, .. } = op {
+                handed.insert(key.clone(), until);
+            }
+        }
+        if handed.len() != before {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Whether the repair must leave `key` alone: it is being handed over.
+    fn handing_over(&self, key: &PublisherKey, now: Instant) -> bool {
+        self.handed_over
+            .lock()
+            .get(key)
+            .is_some_and(|until| now < *until)
+    }
+
+    /// Forgets handovers whose grace has passed; returns the earliest one still running.
+    fn expire_handovers(&self, now: Instant) -> (bool, Option<Instant>) {
+        let mut handed = self.handed_over.lock();
+        let before = handed.len();
+        handed.retain(|_, until| now < *until);
+        (handed.len() != before, handed.values().min().copied())
+    }
+
+    /// Repair passes finished so far.
+    pub fn repair_passes(&self) -> u64 {
+        self.passes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Publishers being handed over to other sessions.
+    pub fn handovers(&self) -> usize {
+        self.handed_over.lock().len()
     }
 
     /// Asks for a version pull soon (after missing the data tier's notifications).
@@ -121,6 +176,7 @@ pub async fn repair(
     // Read our own publishers only after the primaries answered: anything registered before
     // they answered is in this list, so nothing the session holds is mistaken for a stray.
     let mine = state.registry.publishers();
+    let now = Instant::now();
     let slot_count = view.slots.slot_count();
     let mut out = Repaired::default();
     let mut ops: Vec<WriteOp> = Vec::new();
@@ -162,7 +218,8 @@ pub async fn repair(
             if !covered.contains(&slot_of(&d.data_info_id, slot_count)) {
                 continue;
             }
-            if owned.get(&d.key) != Some(&d.conn_id) {
+            if owned.get(&d.key) != Some(&d.conn_id) && !state.reconciler.handing_over(&d.key, now)
+            {
                 out.removed += 1;
                 ops.push(WriteOp::Unpublish {
                     data_info_id: d.data_info_id.clone(),
@@ -176,6 +233,10 @@ pub async fn repair(
     }
     // Publishers with a write already on its way are left to it (it carries a later state).
     (out.republished, out.removed) = state.forwarder.submit_repair(ops);
+    state
+        .reconciler
+        .passes
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     if out.republished + out.removed > 0 {
         tracing::info!(
             republished = out.republished,
@@ -262,10 +323,28 @@ pub async fn run(state: Arc<SessionState>, interval: Duration) {
     ticker.tick().await;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
-        let full = tokio::select! {
-            _ = ticker.tick() => true,
-            _ = state.reconciler.wake.notified() => false,
-            _ = state.shutdown.cancelled() => return,
+        // Handovers whose grace ran out: repair every slot, which removes what nobody took
+        // over.
+        let (expired, next_expiry) = state.reconciler.expire_handovers(Instant::now());
+        if expired {
+            let slots = state.membership.view().slots.slot_count();
+            state.reconciler.dirty.lock().extend(0..slots);
+        }
+        let expiry = async {
+            match next_expiry {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let full = if expired {
+            false
+        } else {
+            tokio::select! {
+                _ = ticker.tick() => true,
+                _ = state.reconciler.wake.notified() => false,
+                _ = expiry => continue,
+                _ = state.shutdown.cancelled() => return,
+            }
         };
         let view = state.membership.view();
         if full {

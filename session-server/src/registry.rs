@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
@@ -57,6 +57,9 @@ pub struct Conn {
     next_push_id: AtomicU64,
     /// How fast this connection may still register.
     pub budget: RegistrationBudget,
+    /// Set when the client was told `go_away`: its publishers are handed over, not removed,
+    /// when the connection closes.
+    pub sent_away: AtomicBool,
 }
 
 impl Conn {
@@ -127,6 +130,7 @@ impl Registry {
             acks: Mutex::new(HashMap::new()),
             next_push_id: AtomicU64::new(0),
             budget: self.limits.budget(),
+            sent_away: AtomicBool::new(false),
         });
         self.conns.lock().insert(id, conn.clone());
         self.metrics.connections.inc();

@@ -233,6 +233,7 @@ impl SessionServer {
             };
             if let Ok(text) = serde_json::to_string(&frame) {
                 for conn in st.registry.conns() {
+                    conn.sent_away.store(true, Ordering::Release);
                     let _ = conn.outbox.send(text.clone());
                 }
             }
