@@ -12,6 +12,8 @@
 //! - [`chaos`]: `registry-chaos`, seeded faults against a multi-process cluster under load,
 //!   with an independent checker.
 //! - [`workload`]: many publishers and recording subscribers for cluster tests.
+//! - [`rss`]: resident memory of server processes, read over a whole run (soak runs of
+//!   `registry-bench` and `registry-chaos`).
 
 pub mod bench;
 pub mod chaos;
@@ -20,6 +22,7 @@ pub mod fuzz;
 pub mod node;
 pub mod proxy;
 pub mod raw;
+pub mod rss;
 pub mod wait;
 pub mod workload;
 

@@ -12,6 +12,7 @@ use registry_common::tls::ClientTls;
 use registry_rpc::HttpClient;
 
 use super::secure::BenchSecurity;
+use crate::rss::{rss_kib, Pids};
 
 /// One server process.
 pub struct Proc {
@@ -19,9 +20,28 @@ pub struct Proc {
     pub name: String,
     pub addr: String,
     pub child: Option<Child>,
+    /// Where the memory sampler looks the process up.
+    pids: Pids,
 }
 
 impl Proc {
+    fn new(role: &'static str, name: String, addr: String, child: Child) -> Self {
+        Self {
+            role,
+            name,
+            addr,
+            child: Some(child),
+            pids: Pids::new(),
+        }
+    }
+
+    /// Enters the process in `pids` (and leaves it there, without a pid, once killed).
+    fn watched(mut self, pids: &Pids) -> Self {
+        pids.set(&self.name, self.pid());
+        self.pids = pids.clone();
+        self
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -31,6 +51,7 @@ impl Proc {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            self.pids.set(&self.name, None);
         }
     }
 }
@@ -41,20 +62,9 @@ impl Drop for Proc {
     }
 }
 
-/// Resident memory of a process, from `/proc/<pid>/status`: (current, peak) in KiB.
-pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
 pub struct ProcCluster {
+    /// Which process each server runs as, for the memory sampler.
+    pub pids: Pids,
     pub metas: Vec<Proc>,
     pub datas: Vec<Proc>,
     pub sessions: Vec<Proc>,
@@ -117,12 +127,7 @@ fn spawn_member(
         threads,
         &logs.join(format!("{name}.log")),
     )?;
-    Ok(Proc {
-        role,
-        name,
-        addr,
-        child: Some(child),
-    })
+    Ok(Proc::new(role, name, addr, child))
 }
 
 /// The directory holding the server binaries: `--bin-dir`, or this binary's directory.
@@ -202,6 +207,7 @@ impl ProcCluster {
             .map(|(i, a)| format!("{}={a}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
+        let pids = Pids::new();
         let mut metas = Vec::new();
         for (i, addr) in meta_addrs.iter().enumerate() {
             let mut args = vec![
@@ -227,12 +233,9 @@ impl ProcCluster {
                 threads,
                 &logs.join(format!("meta-{}.log", i + 1)),
             )?;
-            metas.push(Proc {
-                role: "meta",
-                name: format!("meta-{}", i + 1),
-                addr: addr.clone(),
-                child: Some(child),
-            });
+            metas.push(
+                Proc::new("meta", format!("meta-{}", i + 1), addr.clone(), child).watched(&pids),
+            );
         }
         let meta_list = meta_addrs.join(",");
         let http = match &security {
@@ -264,27 +267,17 @@ impl ProcCluster {
         }
         let mut datas = Vec::new();
         for i in 0..3 {
-            datas.push(spawn_member(
-                bins,
-                "data",
-                i + 1,
-                &meta_list,
-                threads,
-                &logs,
-                &extra,
-            )?);
+            datas.push(
+                spawn_member(bins, "data", i + 1, &meta_list, threads, &logs, &extra)?
+                    .watched(&pids),
+            );
         }
         let mut sessions = Vec::new();
         for i in 0..2 {
-            sessions.push(spawn_member(
-                bins,
-                "session",
-                i + 1,
-                &meta_list,
-                threads,
-                &logs,
-                &extra,
-            )?);
+            sessions.push(
+                spawn_member(bins, "session", i + 1, &meta_list, threads, &logs, &extra)?
+                    .watched(&pids),
+            );
         }
         let scrape = reqwest::Client::builder().timeout(Duration::from_secs(5));
         let scrape = match &security {
@@ -293,6 +286,7 @@ impl ProcCluster {
         }
         .build()?;
         let mut cluster = Self {
+            pids,
             metas,
             datas,
             sessions,

@@ -73,6 +73,13 @@ pub struct Args {
     /// Runtime worker threads of this driver (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub driver_threads: usize,
+    /// Read every started server's resident memory every this many seconds, for the whole
+    /// run (the report's `rss`).
+    #[arg(long, default_value_t = 10)]
+    pub rss_every: u64,
+    /// Seconds of warm-up the memory summary leaves out (at most half the run).
+    #[arg(long, default_value_t = 300)]
+    pub rss_warmup: u64,
 }
 
 /// Resolved parameters.

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::params::Params;
+use crate::rss::RssReport;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Latency {
@@ -122,6 +123,9 @@ pub struct Report {
     pub churn: Churn,
     pub failover: Option<Failover>,
     pub footprint: Option<Footprint>,
+    /// Every server's resident memory over the run (`None` when the cluster was not started
+    /// by the tool).
+    pub rss: Option<RssReport>,
 }
 
 impl Report {
@@ -220,6 +224,10 @@ impl Report {
                 "| footprint | per stored copy beyond payload, settled | {:.0} B |\n",
                 m.data_bytes_per_copy_settled
             );
+        }
+        if let Some(r) = &self.rss {
+            out += "\n";
+            out += &r.markdown();
         }
         out
     }

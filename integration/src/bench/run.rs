@@ -15,6 +15,9 @@
 //!    growth over the register phase per publisher: at the end of the phase, and once their
 //!    memory has settled (before churn starts).
 //!
+//! Throughout, every server's resident memory is read every `--rss-every` seconds (see
+//! [`crate::rss`]), for soak runs: a long churn with `--no-failover`.
+//!
 //! After churn and after failover the tool waits for quiescence and counts subscribers whose
 //! last push is not the latest data (stale) and publishers missing from a final view (lost).
 
@@ -32,12 +35,13 @@ use registry_common::slot::{slot_of, DEFAULT_SLOT_COUNT};
 use registry_common::time::now_us;
 use registry_common::DataInfoId;
 
-use super::launch::{bin_dir, rss_kib, sub_buckets, ProcCluster};
+use super::launch::{bin_dir, sub_buckets, ProcCluster};
 use super::params::{Args, Params};
 use super::payload::{decode, encode};
 use super::report::{
     Churn, Failover, Footprint, Latency, ProcMemory, Register, ReplicationLag, Report,
 };
+use crate::rss::{rss_kib, Sampler};
 
 /// The data servers' histogram of primary-to-replica lag.
 const REPLICATION_LAG: &str = "registry_data_replication_lag_seconds";
@@ -287,6 +291,10 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         Some(c) => c.session_addrs(),
         None => args.sessions.clone(),
     };
+    let mut sampler = cluster
+        .as_ref()
+        .map(|c| Sampler::start(c.pids.clone(), Duration::from_secs(args.rss_every)));
+    let rss_warmup = Duration::from_secs(args.rss_warmup);
     let data_rss_before: u64 = cluster.as_ref().map_or(0, ProcCluster::data_rss_kib);
 
     // Clients, round-robin over the sessions; each knows all of them for failover.
@@ -528,6 +536,11 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
 
     // Phase 3: failover.
     let mut failover = None;
+    // Without failover the run ends here; read memory while every server still runs.
+    let mut rss = None;
+    if args.no_failover {
+        rss = sampler.take().map(|s| s.finish(rss_warmup));
+    }
     if let (Some(mut cl), false) = (cluster, args.no_failover) {
         progress(
             "failover",
@@ -600,6 +613,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             f.total_peak_rss_mib =
                 f.processes.iter().map(|p| p.peak_rss_kib).sum::<u64>() as f64 / 1024.0;
         }
+        rss = sampler.take().map(|s| s.finish(rss_warmup));
     } else if args.sessions.is_empty() {
         progress("failover", "skipped (--no-failover)".into());
     } else {
@@ -622,5 +636,6 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         churn: churn_report,
         failover,
         footprint,
+        rss,
     })
 }

@@ -64,6 +64,13 @@ struct Args {
     /// Keep the servers' logs here (level from CHAOS_SERVER_LOG, default warn).
     #[arg(long)]
     log_dir: Option<PathBuf>,
+    /// Read every server's resident memory every this many seconds, for the whole run (the
+    /// report's `rss`; a restarted server is followed under its new pid).
+    #[arg(long, default_value_t = 10)]
+    rss_every: u64,
+    /// Seconds of warm-up the memory summary leaves out (at most half the run).
+    #[arg(long, default_value_t = 300)]
+    rss_warmup: u64,
 }
 
 fn kind(s: &str) -> anyhow::Result<FaultKind> {
@@ -115,6 +122,8 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
         bins: integration::bench::launch::bin_dir(args.bin_dir.clone())?,
         logs: args.log_dir.clone(),
         settle: Duration::from_secs(args.settle),
+        rss_every: Duration::from_secs(args.rss_every),
+        rss_warmup: Duration::from_secs(args.rss_warmup),
     };
     // On SIGINT or SIGTERM the run is dropped: servers killed, partition rules removed.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

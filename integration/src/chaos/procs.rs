@@ -12,6 +12,8 @@ use anyhow::{bail, Context};
 use registry_common::member::{ClusterView, Role};
 use registry_rpc::HttpClient;
 
+use crate::rss::Pids;
+
 /// Where libfaketime lives on Debian (package `faketime`).
 pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
@@ -37,6 +39,8 @@ pub struct Server {
     pub stopped: bool,
     /// The clock offset it runs with (libfaketime), if any.
     pub clock_offset_s: Option<i64>,
+    /// Where the memory sampler finds its current process.
+    pids: Pids,
 }
 
 impl Server {
@@ -83,6 +87,7 @@ impl Server {
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", self.bin.display()))?;
+        self.pids.set(&self.name, Some(child.id()));
         self.child = Some(child);
         self.stopped = false;
         self.clock_offset_s = offset_s;
@@ -94,6 +99,7 @@ impl Server {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            self.pids.set(&self.name, None);
         }
         self.stopped = false;
     }
@@ -143,6 +149,8 @@ fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
 /// The whole cluster.
 pub struct ChaosCluster {
     pub servers: Vec<Server>,
+    /// Which process each server runs as now (restarts included), for the memory sampler.
+    pub pids: Pids,
     pub logs: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -199,6 +207,7 @@ impl ChaosCluster {
             .map(|(a, p)| format!("{a}:{p}"))
             .collect::<Vec<_>>()
             .join(",");
+        let pids = Pids::new();
         let mut servers = Vec::new();
         for (i, (a, p)) in metas.iter().enumerate() {
             let name = format!("meta-{}", i + 1);
@@ -222,6 +231,7 @@ impl ChaosCluster {
                 child: None,
                 stopped: false,
                 clock_offset_s: None,
+                pids: pids.clone(),
             });
         }
         for (tier, n, bin) in [
@@ -248,11 +258,13 @@ impl ChaosCluster {
                     child: None,
                     stopped: false,
                     clock_offset_s: None,
+                    pids: pids.clone(),
                 });
             }
         }
         let mut cluster = Self {
             servers,
+            pids,
             logs,
             _dir: dir,
         };

@@ -1,4 +1,5 @@
-//! One chaos run: the cluster, the load, the rounds of faults, the checks, the report.
+//! One chaos run: the cluster, the load, the rounds of faults, the checks, every server's
+//! resident memory over the run, the report.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use super::load::{Load, LoadShape};
 use super::netfilter::Partitions;
 use super::procs::{ChaosCluster, Shape, Tier, LIBFAKETIME};
 use super::schedule::{schedule, FaultKind, Round, Target};
+use crate::rss::{RssReport, Sampler};
 
 #[derive(Clone, Debug)]
 pub struct ChaosArgs {
@@ -26,6 +28,10 @@ pub struct ChaosArgs {
     pub logs: Option<PathBuf>,
     /// How long after healing the views must converge before what is missing counts as lost.
     pub settle: Duration,
+    /// Period of the resident memory readings.
+    pub rss_every: Duration,
+    /// Warm-up the memory summary leaves out (at most half the run).
+    pub rss_warmup: Duration,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -98,6 +104,8 @@ pub struct ChaosReport {
     pub gaps: Vec<Gap>,
     pub regressions: Vec<Regression>,
     pub server_logs: String,
+    /// Every server's resident memory over the run (a restarted server under its new pid).
+    pub rss: RssReport,
 }
 
 fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
@@ -174,6 +182,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<(ChaosReport, Vec<super::che
     }
     eprintln!("starting the cluster ({:?})", args.shape);
     let mut cluster = ChaosCluster::start(&args.bins, args.shape, args.logs.clone()).await?;
+    let sampler = Sampler::start(cluster.pids.clone(), args.rss_every);
     let load = Load::new(args.load.clone(), cluster.addrs(Tier::Session), args.seed);
     load.populate().await?;
     let (first, findings) = converge(&load, args.settle).await;
@@ -311,6 +320,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<(ChaosReport, Vec<super::che
     load.pause();
     load.quiesce(Duration::from_secs(20)).await;
     let (_, final_findings) = converge(&load, args.settle).await;
+    let rss = sampler.finish(args.rss_warmup);
     let (report, history) = {
         let mut checker = load.checker.lock();
         checker.close_open_gaps();
@@ -374,6 +384,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<(ChaosReport, Vec<super::che
             gaps: checker.gaps.clone(),
             regressions: checker.regressions.clone(),
             server_logs: cluster.logs.display().to_string(),
+            rss,
         };
         let history = std::mem::take(&mut checker.history);
         (report, history)
@@ -424,5 +435,7 @@ pub fn markdown(report: &ChaosReport) -> String {
         ms(report.longest_gap_ms),
         c.not_converged
     ));
+    s.push('\n');
+    s.push_str(&report.rss.markdown());
     s
 }
