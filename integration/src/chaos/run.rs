@@ -94,6 +94,8 @@ pub struct ChaosReport {
     pub elapsed_s: f64,
     pub counts: Counts,
     pub by_kind: BTreeMap<String, KindStats>,
+    /// The same by broad class (kill, freeze, partition, clock, multi).
+    pub by_class: BTreeMap<String, KindStats>,
     pub longest_gap_ms: Option<u64>,
     pub client_ops: usize,
     pub failed_client_ops: usize,
@@ -114,6 +116,34 @@ fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
     }
     let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
     Some(sorted[i])
+}
+
+/// Convergence statistics of the rounds, grouped by `key`.
+fn stats_by(
+    rounds: &[RoundReport],
+    key: impl Fn(&RoundReport) -> String,
+) -> BTreeMap<String, KindStats> {
+    let mut groups: BTreeMap<String, Vec<Option<u64>>> = BTreeMap::new();
+    for r in rounds {
+        groups.entry(key(r)).or_default().push(r.converged_ms);
+    }
+    groups
+        .into_iter()
+        .map(|(k, v)| {
+            let mut ok: Vec<u64> = v.iter().flatten().copied().collect();
+            ok.sort_unstable();
+            (
+                k,
+                KindStats {
+                    count: v.len(),
+                    not_converged: v.iter().filter(|x| x.is_none()).count(),
+                    p50_ms: percentile(&ok, 0.5),
+                    p99_ms: percentile(&ok, 0.99),
+                    max_ms: ok.last().copied(),
+                },
+            )
+        })
+        .collect()
 }
 
 /// Resolves a target to a server index.
@@ -325,30 +355,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<(ChaosReport, Vec<super::che
         let mut checker = load.checker.lock();
         checker.close_open_gaps();
 
-        let mut by_kind: BTreeMap<String, Vec<Option<u64>>> = BTreeMap::new();
-        for r in &rounds {
-            by_kind
-                .entry(r.label.clone())
-                .or_default()
-                .push(r.converged_ms);
-        }
-        let by_kind = by_kind
-            .into_iter()
-            .map(|(k, v)| {
-                let mut ok: Vec<u64> = v.iter().flatten().copied().collect();
-                ok.sort_unstable();
-                (
-                    k,
-                    KindStats {
-                        count: v.len(),
-                        not_converged: v.iter().filter(|x| x.is_none()).count(),
-                        p50_ms: percentile(&ok, 0.5),
-                        p99_ms: percentile(&ok, 0.99),
-                        max_ms: ok.last().copied(),
-                    },
-                )
-            })
-            .collect();
+        let by_kind = stats_by(&rounds, |r| r.label.clone());
+        let by_class = stats_by(&rounds, |r| r.round.class.name().to_owned());
         let mut lost = final_findings.lost;
         let mut stale = final_findings.stale;
         let mut ghosts = final_findings.ghosts;
@@ -374,6 +382,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<(ChaosReport, Vec<super::che
             elapsed_s: started.elapsed().as_secs_f64(),
             counts,
             by_kind,
+            by_class,
             longest_gap_ms: checker.gaps.iter().map(|g| g.duration_ms).max(),
             client_ops: load.ops.load(Ordering::Relaxed),
             failed_client_ops: load.failed_ops.load(Ordering::Relaxed),
@@ -408,22 +417,29 @@ pub fn write_history(
     Ok(())
 }
 
-/// A Markdown table of convergence by fault kind.
+/// Markdown tables of convergence by fault kind and by class, the counts, and the servers'
+/// resident memory.
 pub fn markdown(report: &ChaosReport) -> String {
-    let mut s = String::from(
-        "| fault | count | not converged | convergence p50 | p99 | max |\n|---|---|---|---|---|---|\n",
-    );
     let ms = |v: Option<u64>| v.map_or("-".into(), |v| format!("{v} ms"));
-    for (k, st) in &report.by_kind {
-        s.push_str(&format!(
-            "| {k} | {} | {} | {} | {} | {} |\n",
-            st.count,
-            st.not_converged,
-            ms(st.p50_ms),
-            ms(st.p99_ms),
-            ms(st.max_ms)
-        ));
-    }
+    let table = |head: &str, groups: &BTreeMap<String, KindStats>| {
+        let mut s = format!(
+            "| {head} | count | not converged | convergence p50 | p99 | max |\n|---|---|---|---|---|---|\n"
+        );
+        for (k, st) in groups {
+            s.push_str(&format!(
+                "| {k} | {} | {} | {} | {} | {} |\n",
+                st.count,
+                st.not_converged,
+                ms(st.p50_ms),
+                ms(st.p99_ms),
+                ms(st.max_ms)
+            ));
+        }
+        s
+    };
+    let mut s = table("fault", &report.by_kind);
+    s.push('\n');
+    s.push_str(&table("class", &report.by_class));
     let c = &report.counts;
     s.push_str(&format!(
         "\nlost {} stale {} ghosts {} regressions {} gaps {} (longest {}) not converged {}\n",
