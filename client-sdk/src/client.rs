@@ -36,7 +36,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// How long one request waits for its acknowledgement (also across a reconnect).
     pub request_timeout: Duration,
-    /// Interval of application-level pings; three missed intervals mean the session is gone.
+    /// Interval of application-level pings; two intervals without a frame from the session
+    /// mean it is gone (frozen or cut off), and the client moves to another one. Keep twice
+    /// this well under the cluster's removal of a silent session (about 10 s).
     pub ping_interval: Duration,
     /// First and largest delay between reconnection attempts (jittered).
     pub reconnect_min: Duration,
@@ -66,7 +68,7 @@ impl ClientConfig {
             client_id: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(15),
-            ping_interval: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(3),
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
             update_queue: 256,

@@ -185,6 +185,9 @@ fn backoff(shared: &Shared, failures: u32) -> Duration {
     Duration::from_micros(rand::rng().random_range(us / 2..=us))
 }
 
+/// Ping intervals without a frame from the session after which it is treated as gone.
+const SILENT_INTERVALS: u32 = 2;
+
 /// Longest one write to the session may take: a connection whose writes block (a half-open
 /// peer, a full send buffer) for a ping interval is treated as lost, like one whose reads
 /// went silent.
@@ -340,8 +343,17 @@ async fn session_loop(
     let mut ping = tokio::time::interval(ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_rx = Instant::now();
+    // A session that sends nothing (not even the answer to a ping) for this long is treated
+    // as gone: frozen, or cut off from us. It must be well under the time the cluster takes
+    // to give up on a silent session and remove its publishers (about 10 s), so that this
+    // client has re-registered elsewhere by then.
+    let silence = ping_every * SILENT_INTERVALS;
     loop {
         tokio::select! {
+            _ = tokio::time::sleep_until((last_rx + silence).into()) => {
+                tracing::info!(silent_ms = silence.as_millis() as u64, "the session went silent");
+                return End::Lost;
+            }
             cmd = cmd_rx.recv() => {
                 let Some(cmd) = cmd else { return End::Stopped };
                 let req_id = cmd.frame.req_id().unwrap_or(0);
@@ -385,10 +397,6 @@ async fn session_loop(
                 }
             }
             _ = ping.tick() => {
-                if last_rx.elapsed() > ping_every * 3 {
-                    tracing::info!("session silent for three ping intervals");
-                    return End::Lost;
-                }
                 let frame = ClientFrame::Ping { req_id: shared.next_id() };
                 if send(shared, ws, &frame).await.is_err() {
                     return End::Lost;

@@ -449,6 +449,26 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts a session server (not in `sessions`) that reaches the meta cluster only at
+    /// `meta` (a [`crate::proxy::Proxy`] in front of it, so a test can cut it off), and waits
+    /// until it is a member.
+    pub async fn session_via(&self, meta: &str) -> anyhow::Result<Node<SessionServer>> {
+        let mut cfg = self.config.session.clone();
+        cfg.meta = vec![meta.to_owned()];
+        let before = self.view().members_of(Role::Session).count();
+        let node = Node::start("session-via-proxy", move |token| {
+            SessionServer::start(cfg, token)
+        })
+        .await?;
+        until(
+            "the session behind the proxy joined",
+            Duration::from_secs(15),
+            || async { self.view().members_of(Role::Session).count() > before },
+        )
+        .await;
+        Ok(node)
+    }
+
     /// Waits until every running data and session server is a member and every running
     /// data and session server has seen the latest epoch.
     pub async fn wait_converged(&self) {

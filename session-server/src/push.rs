@@ -355,6 +355,11 @@ impl Pusher {
         }
     }
 
+    /// DataInfoIds whose datum is being held back by removal protection now.
+    pub fn held_back(&self) -> usize {
+        self.held_empty.lock().len()
+    }
+
     /// Whether to hold back `datum`: a server-side event removed publishers from it and it
     /// has fewer than the datum subscribers hold, and the protection window has not run out
     /// yet. A partial loss is held back as an empty datum is: the clients of a departed

@@ -46,4 +46,5 @@ mod session_reconcile;
 mod session_refused_write;
 mod session_republish_versions;
 mod session_sigterm;
+mod session_silent;
 mod standalone;

@@ -10,12 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use integration::cluster::{Cluster, ClusterConfig};
-use integration::node::Node;
 use integration::proxy::{Fault, Proxy};
 use integration::raw::RawClient;
 use integration::wait::until;
 use serde_json::json;
-use session_server::SessionServer;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -61,20 +59,11 @@ async fn a_returning_session_leaves_its_sent_away_clients_publishers_for_the_han
     // A session that reaches the meta only through a proxy the test can cut.
     let meta: std::net::SocketAddr = cluster.meta_addrs()[0].parse().unwrap();
     let proxy = Proxy::start(Some(meta)).unwrap();
-    let mut cfg = cluster.config.session.clone();
-    cfg.meta = vec![proxy.addr().to_string()];
-    let cut = Node::start("session-cut", move |token| SessionServer::start(cfg, token))
+    let cut = cluster
+        .session_via(&proxy.addr().to_string())
         .await
         .unwrap();
     let cut_addr = cut.addr.to_string();
-    until("the cut-off session is a member", WAIT, || async {
-        cluster
-            .view()
-            .members_of(registry_common::member::Role::Session)
-            .count()
-            == 2
-    })
-    .await;
 
     // One publisher on the other session keeps the datum from being emptied; `mover` will
     // come back through the other session, `gone` never will.
