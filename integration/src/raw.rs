@@ -7,7 +7,8 @@ use anyhow::{bail, Context};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -101,6 +102,25 @@ impl RawClient {
         Ok(())
     }
 
+    /// Sends any WebSocket message: a binary frame, a ping, a hand-made frame.
+    pub async fn send_message(&mut self, message: Message) -> anyhow::Result<()> {
+        self.ws.send(message).await?;
+        Ok(())
+    }
+
+    /// Sends one text message split over one WebSocket frame per part (a first text frame,
+    /// then continuation frames, the last one final).
+    pub async fn send_fragmented(&mut self, parts: &[&str]) -> anyhow::Result<()> {
+        let last = parts.len().saturating_sub(1);
+        for (i, part) in parts.iter().enumerate() {
+            let opcode = if i == 0 { Data::Text } else { Data::Continue };
+            let frame = Frame::message(part.as_bytes().to_vec(), OpCode::Data(opcode), i == last);
+            self.ws.feed(Message::Frame(frame)).await?;
+        }
+        self.ws.flush().await?;
+        Ok(())
+    }
+
     /// Sends `frame` with a fresh `reqId` and returns the reply carrying that id.
     pub async fn request(&mut self, mut frame: Value) -> anyhow::Result<Value> {
         self.next_req += 1;
@@ -146,6 +166,27 @@ impl RawClient {
             let f = self.next_frame(timeout).await?;
             if f["type"] == "push" {
                 return Ok(f);
+            }
+        }
+    }
+
+    /// The server's close frame, which must be the next message (control frames aside).
+    pub async fn next_is_close(&mut self, timeout: Duration) -> anyhow::Result<Closed> {
+        loop {
+            let msg = tokio::time::timeout(timeout, self.ws.next())
+                .await
+                .context("not closed within the timeout")?;
+            match msg {
+                Some(Ok(Message::Close(f))) => {
+                    return Ok(Closed {
+                        code: f.as_ref().map(|f| f.code),
+                        reason: f.map(|f| f.reason.to_string()).unwrap_or_default(),
+                    })
+                }
+                Some(Ok(Message::Text(t))) => bail!("a frame before the close: {t}"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("read error: {e}"),
+                None => bail!("connection ended without a close frame"),
             }
         }
     }

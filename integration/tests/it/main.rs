@@ -30,6 +30,7 @@ mod operator_logs;
 mod operator_metrics;
 mod operator_ready;
 mod process;
+mod protocol_conformance;
 mod pubsub;
 mod security_clients;
 mod security_cluster_links;
