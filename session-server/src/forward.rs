@@ -4,10 +4,13 @@
 //! module's to deliver. Ops are routed to the primary of their slot by the current view and
 //! queued in that data server's lane; each lane sends everything it has in one batch and
 //! whatever arrives meanwhile goes in the next, so an idle session forwards at once and a busy
-//! one batches by itself. Only the newest op per publisher is kept (a lane's queue is a map
-//! keyed by publisher), so queues are bounded by the number of publishers. A refused or failed
-//! op is re-routed by the newest view and retried with backoff, unless a newer op for the same
-//! publisher superseded it. A dead data server stalls only its own lane.
+//! one batches by itself. Only the newest op per publisher and dataInfoId is kept (a lane's
+//! queue is a map keyed by both), so queues are bounded by the number of publishers. A refused
+//! or failed op is re-routed by the newest view and retried with backoff, unless a newer op for
+//! the same publisher and dataInfoId superseded it. A publisher that moves to another dataInfoId
+//! has two ops in flight, the unpublish of the old one and the publish of the new one: keyed by
+//! publisher alone, the publish would supersede the unpublish and leave the old registration at
+//! the data tier. A dead data server stalls only its own lane.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +18,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use registry_common::error::{ApiError, ErrorCode};
+use registry_common::id::DataInfoId;
 use registry_common::member::{ClusterView, Role};
 use registry_common::model::{Publisher, PublisherKey};
 use registry_common::proto::data::{WriteOp, WriteRequest, WriteResponse};
@@ -32,16 +36,20 @@ struct Queued {
     op: WriteOp,
 }
 
-fn key_of(op: &WriteOp) -> PublisherKey {
-    match op {
+/// What ops supersede each other by: the publisher, and the dataInfoId it is written under.
+type OpKey = (DataInfoId, PublisherKey);
+
+fn key_of(op: &WriteOp) -> OpKey {
+    let key = match op {
         WriteOp::Publish { publisher } => publisher.key.clone(),
         WriteOp::Unpublish { key, .. } => key.clone(),
-    }
+    };
+    (op.data_info_id().clone(), key)
 }
 
 struct Lane {
     addr: String,
-    pending: Mutex<HashMap<PublisherKey, Queued>>,
+    pending: Mutex<HashMap<OpKey, Queued>>,
     wake: Notify,
     stop: CancellationToken,
 }
@@ -58,11 +66,12 @@ struct Shared {
     max_batch: usize,
     shutdown: CancellationToken,
     seq: AtomicU64,
-    /// Newest seq per publisher with an op not yet landed; an older op that fails is dropped.
-    latest: Mutex<HashMap<PublisherKey, u64>>,
+    /// Newest seq per publisher and dataInfoId with an op not yet landed; an older op that
+    /// fails is dropped.
+    latest: Mutex<HashMap<OpKey, u64>>,
     lanes: Mutex<HashMap<String, Arc<Lane>>>,
     /// Ops with no primary to go to (no data server yet); re-routed on every view change.
-    parked: Mutex<HashMap<PublisherKey, Queued>>,
+    parked: Mutex<HashMap<OpKey, Queued>>,
 }
 
 #[derive(Clone)]
@@ -106,8 +115,9 @@ impl Forwarder {
     }
 
     /// Queues repair ops, built from a snapshot of the session's publishers: an op whose
-    /// publisher already has an op queued or in flight is dropped, since that op came from a
-    /// later change and must not be superseded by the snapshot's older state.
+    /// publisher already has an op queued or in flight under the same dataInfoId is dropped,
+    /// since that op came from a later change and must not be superseded by the snapshot's
+    /// older state.
     /// Returns how many publishes and unpublishes were queued.
     pub fn submit_repair(&self, ops: Vec<WriteOp>) -> (usize, usize) {
         self.enqueue(ops, true)
@@ -281,7 +291,7 @@ async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
             let batch: Vec<Queued> = {
                 let mut pending = lane.pending.lock();
                 let mut bytes = 0;
-                let mut keys: Vec<PublisherKey> = Vec::new();
+                let mut keys: Vec<OpKey> = Vec::new();
                 for (k, q) in pending.iter() {
                     let b = op_bytes(&q.op);
                     if keys.len() >= max_ops || (!keys.is_empty() && bytes + b > MAX_BATCH_BYTES) {

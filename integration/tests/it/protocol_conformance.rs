@@ -641,7 +641,7 @@ async fn publishers_and_one_client_id_on_two_connections() {
         .await
         .unwrap();
     assert_eq!(code(&r), "failed_precondition", "{r}");
-    // Another dataId at the same version is refused.
+    // Another dataId at the same version is refused; at another version, lower too, it moves.
     let r = c
         .request(publish("v", "svc.pub.moved", json!(["a"]), 0))
         .await
@@ -659,6 +659,7 @@ async fn publishers_and_one_client_id_on_two_connections() {
         .unwrap();
     assert_eq!(r["type"], "ack", "{r}");
     landed(&cluster, "svc.pub.moved", &["a3"]).await;
+    landed(&cluster, "svc.pub", &[]).await;
     let r = c
         .request(json!({"type": "unregister_publisher", "registId": "nope"}))
         .await
