@@ -348,6 +348,11 @@ fn dispatch(
                 key_id: grants.as_ref().and(auth.map(|a| a.key_id)),
                 grants,
             };
+            if hello.grants.is_some() {
+                // The id its publishers are keyed by must pass the same checks, here rather
+                // than at every registration after a welcome.
+                validate_part("principal:clientId", &hello.client_id)?;
+            }
             authorize(ctx, conn, Some(&hello), &hello.app, Action::Connect)?;
             conn.hello
                 .set(hello)

@@ -1152,7 +1152,8 @@ fn slot_of_a_data_info_id() {
 }
 
 /// Client -> session (`hello` with auth on): a refused credential is `unauthenticated`, then
-/// close 4001.
+/// close 4001; the id publishers are keyed by, `<principal>:<clientId>`, is held to 256 bytes
+/// at `hello`.
 #[tokio::test]
 async fn hello_with_auth() {
     let config = ClusterConfig::new(1, 1, 1).with_auth().unwrap();
@@ -1173,10 +1174,18 @@ async fn hello_with_auth() {
     assert_eq!(closed.code.map(u16::from), Some(4001), "{closed:?}");
     assert_eq!(closed.reason, "not authenticated");
 
-    // A signed hello: the client's publishers are keyed by `<principal>:<clientId>`.
-    let mut c = RawClient::hello_signed(&addr, "signed", &key)
+    // "orders:" is 7 bytes: a clientId of 250 is refused at hello, and the connection stays
+    // open for another hello.
+    let (too_long, longest) = ("c".repeat(250), "c".repeat(249));
+    let (mut c, r) = RawClient::hello_with_auth(&addr, &too_long, Some(&key.sign_hello(&too_long)))
         .await
         .unwrap();
+    assert_error(&r, "invalid_argument", Some(1));
+    next_is_pong(&mut c, 2).await;
+    let mut hello = json!({"type": "hello", "protocol": 1, "clientId": longest});
+    hello["auth"] = serde_json::to_value(key.sign_hello(&longest)).unwrap();
+    let w = c.request(hello).await.unwrap();
+    assert_eq!(w["type"], "welcome", "{w}");
     let r = c
         .request(publish("p", "orders.api", json!(["10.0.0.1:80"]), 1))
         .await
@@ -1188,5 +1197,8 @@ async fn hello_with_auth() {
         .state()
         .store
         .datum(&id("orders.api"));
-    assert_eq!(held.publishers[0].key.client_id, "orders:signed");
+    assert_eq!(
+        held.publishers[0].key.client_id,
+        format!("orders:{longest}")
+    );
 }
