@@ -319,7 +319,8 @@ mod tests {
         let g = s
             .growth_mib_per_hour
             .expect("ten readings after the warm-up");
-        assert!((g - 4.0).abs() < 1e-6, "{g}");
+        // Readings are whole KiB, so the fit is exact to a few KiB an hour.
+        assert!((g - 4.0).abs() < 1e-3, "{g}");
         assert_eq!(s.restarts, 1);
         let one = Summary::of(&series[..1], 0.0);
         assert_eq!(one.growth_mib_per_hour, None);
