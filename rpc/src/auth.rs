@@ -286,6 +286,12 @@ impl Guard {
         self.keys.read().contains(key_id)
     }
 
+    /// What the principal of `key_id` may do now (`None`: the key is no longer valid).
+    /// Checked on every registration, so a narrowed grant applies to open connections too.
+    pub fn grants_of(&self, key_id: &str) -> Option<Arc<Grants>> {
+        self.keys.read().get(key_id).map(|(_, g)| g.clone())
+    }
+
     fn refuse(&self, e: AuthError) -> AuthError {
         let reason = match &e {
             AuthError::Missing => "missing",

@@ -255,17 +255,17 @@ fn authorize(
     let Some(hello) = hello else {
         return Ok(());
     };
-    if let Some(key) = &hello.key_id {
-        if !ctx.guard.key_is_valid(key) {
-            return Err(SessionError::Unauthenticated(format!(
-                "access key `{key}` was revoked"
-            )));
-        }
-    }
-    let Some(grants) = &hello.grants else {
+    let Some(key) = &hello.key_id else {
         return Err(SessionError::Unauthenticated(
             "no verified access key".into(),
         ));
+    };
+    // The principal's grants as the ACL holds them now, not as they were at `hello`: a
+    // narrowed permission applies to connections already open.
+    let Some(grants) = ctx.guard.grants_of(key) else {
+        return Err(SessionError::Unauthenticated(format!(
+            "access key `{key}` was revoked"
+        )));
     };
     let allowed = match action {
         Action::Connect => true,

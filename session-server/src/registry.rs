@@ -36,7 +36,8 @@ pub struct Hello {
     pub app: String,
     /// The access key that signed the `hello` (auth on only).
     pub key_id: Option<String>,
-    /// What the key's principal may do (auth on only).
+    /// What the key's principal could do at `hello` (auth on only); registrations are
+    /// checked against the grants the ACL holds now.
     pub grants: Option<Arc<registry_common::acl::Grants>>,
 }
 

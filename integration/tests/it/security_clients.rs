@@ -216,3 +216,39 @@ async fn a_principal_uses_only_its_grants_and_cannot_touch_anothers_publishers()
         vec![("team-b:c1".to_string(), vec!["10.0.0.3:80".to_string()])]
     );
 }
+
+#[tokio::test]
+async fn a_narrowed_grant_applies_to_connections_already_open() {
+    let cluster = secured().await;
+    let addr = cluster.sessions[0].addr.to_string();
+    let key = cluster
+        .principal("team-n", grants(&["n.*"], &["n.*"]))
+        .await
+        .unwrap();
+    let mut conn = RawClient::hello_signed(&addr, "c1", &key).await.unwrap();
+    let reply = conn
+        .request(json!({"type": "register_publisher", "registId": "p1", "dataId": "n.svc", "data": ["x:1"], "version": 1}))
+        .await
+        .unwrap();
+    assert_eq!(reply["type"], "ack", "{reply}");
+
+    // The principal loses `publish` on n.*; its key stays valid, the connection open.
+    let mut put = serde_json::to_value(grants(&[], &["n.*"])).unwrap();
+    put["name"] = json!("team-n");
+    let done = cluster.meta_admin("/admin/v1/acl/put", &put).await.unwrap();
+    cluster
+        .wait_acl(done["revision"].as_u64().expect("revision"))
+        .await;
+    let reply = conn
+        .request(json!({"type": "register_publisher", "registId": "p2", "dataId": "n.other", "data": ["x:2"], "version": 1}))
+        .await
+        .unwrap();
+    assert_eq!(reply["code"], "forbidden", "{reply}");
+    assert!(at_data_tier(&cluster, "n.other").is_empty());
+    // Subscribing, still granted, works on the same connection.
+    let reply = conn
+        .request(json!({"type": "register_subscriber", "registId": "s1", "dataId": "n.svc"}))
+        .await
+        .unwrap();
+    assert_eq!(reply["type"], "ack", "{reply}");
+}
