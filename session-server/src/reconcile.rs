@@ -213,12 +213,18 @@ pub async fn repair(
                 });
             }
         }
-        let owned: HashMap<&PublisherKey, u64> = mine.iter().map(|p| (&p.key, p.conn_id)).collect();
+        // A publisher the session holds under another dataInfoId (it moved) is a stray at
+        // the old one.
+        let owned: HashMap<&PublisherKey, (u64, &DataInfoId)> = mine
+            .iter()
+            .map(|p| (&p.key, (p.conn_id, &p.data_info_id)))
+            .collect();
         for d in &resp.publishers {
             if !covered.contains(&slot_of(&d.data_info_id, slot_count)) {
                 continue;
             }
-            if owned.get(&d.key) != Some(&d.conn_id) && !state.reconciler.handing_over(&d.key, now)
+            if owned.get(&d.key) != Some(&(d.conn_id, &d.data_info_id))
+                && !state.reconciler.handing_over(&d.key, now)
             {
                 out.removed += 1;
                 ops.push(WriteOp::Unpublish {
