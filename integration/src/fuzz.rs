@@ -7,6 +7,12 @@
 //! emptied or repeated), the rest on its bytes (flipped, cut, spliced, repeated). A decoder
 //! may refuse an input with an error; it must never panic. `decoder-fuzz` runs a million
 //! inputs per decoder; the test suite a short run.
+//!
+//! Most inputs are small: long strings just past the 256-byte limits, nesting well past the
+//! decoders' depth limit but not by much, arrays repeated a few times, so an input is a few
+//! hundred bytes. One in [`LARGE_ONE_IN`] is large: strings up to 70 KB, nesting 400 deep,
+//! arrays repeated 50 times, for the size and depth limits themselves. Every structure is
+//! drawn at both sizes.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -196,13 +202,41 @@ pub fn decoders() -> Vec<Decoder> {
     out
 }
 
-fn hostile_string(rng: &mut Xoshiro256PlusPlus) -> String {
+/// How large one input may grow.
+#[derive(Debug)]
+struct Scale {
+    /// Lengths of a long string.
+    long_string: std::ops::Range<usize>,
+    /// Depths of deep nesting.
+    nesting: std::ops::Range<usize>,
+    /// Extra copies when an array is repeated.
+    repeats: std::ops::Range<usize>,
+}
+
+/// Most inputs: a few hundred bytes.
+const SMALL: Scale = Scale {
+    long_string: 257..1_024,
+    nesting: 50..200,
+    repeats: 1..8,
+};
+
+/// The few that probe size and depth limits.
+const LARGE: Scale = Scale {
+    long_string: 257..70_000,
+    nesting: 50..400,
+    repeats: 1..50,
+};
+
+/// One input in this many is drawn at the [`LARGE`] scale.
+pub const LARGE_ONE_IN: u32 = 32;
+
+fn hostile_string(rng: &mut Xoshiro256PlusPlus, scale: &Scale) -> String {
     match rng.random_range(0..9) {
         0 => String::new(),
         1 => "#@#".into(),
         2 => "\u{0}\u{1}\n\t\u{7f}".into(),
         3 => "é😀\u{202e}\u{feff}".into(),
-        4 => "x".repeat(rng.random_range(257..70_000)),
+        4 => "x".repeat(rng.random_range(scale.long_string.clone())),
         5 => ID.into(),
         6 => "a#@#b#@#c#@#d".into(),
         7 => format!("{}", rng.random::<u64>()),
@@ -212,7 +246,7 @@ fn hostile_string(rng: &mut Xoshiro256PlusPlus) -> String {
     }
 }
 
-fn random_value(rng: &mut Xoshiro256PlusPlus, depth: usize) -> Value {
+fn random_value(rng: &mut Xoshiro256PlusPlus, depth: usize, scale: &Scale) -> Value {
     match rng.random_range(0..12) {
         0 => Value::Null,
         1 => Value::Bool(rng.random()),
@@ -221,23 +255,26 @@ fn random_value(rng: &mut Xoshiro256PlusPlus, depth: usize) -> Value {
         4 => json!(-1),
         5 => json!(1e308),
         6 => json!(rng.random::<u32>()),
-        7 | 8 => Value::String(hostile_string(rng)),
+        7 | 8 => Value::String(hostile_string(rng, scale)),
         9 if depth < 3 => Value::Array(
             (0..rng.random_range(0..4))
-                .map(|_| random_value(rng, depth + 1))
+                .map(|_| random_value(rng, depth + 1, scale))
                 .collect(),
         ),
         10 if depth < 3 => {
             let mut m = serde_json::Map::new();
             for _ in 0..rng.random_range(0..4) {
-                m.insert(hostile_string(rng), random_value(rng, depth + 1));
+                m.insert(
+                    hostile_string(rng, scale),
+                    random_value(rng, depth + 1, scale),
+                );
             }
             Value::Object(m)
         }
         _ => {
             // Deep nesting.
             let mut v = json!(0);
-            for _ in 0..rng.random_range(50..400) {
+            for _ in 0..rng.random_range(scale.nesting.clone()) {
                 v = json!([v]);
             }
             v
@@ -268,7 +305,7 @@ fn at_nth(v: &mut Value, n: &mut usize, f: &mut dyn FnMut(&mut Value)) -> bool {
     }
 }
 
-fn mutate_node(rng: &mut Xoshiro256PlusPlus, node: &mut Value) {
+fn mutate_node(rng: &mut Xoshiro256PlusPlus, node: &mut Value, scale: &Scale) {
     match (rng.random_range(0..6), node) {
         (0, Value::Object(m)) if !m.is_empty() => {
             let k = m.keys().nth(rng.random_range(0..m.len())).cloned();
@@ -277,7 +314,7 @@ fn mutate_node(rng: &mut Xoshiro256PlusPlus, node: &mut Value) {
             }
         }
         (1, Value::Object(m)) => {
-            m.insert(hostile_string(rng), random_value(rng, 0));
+            m.insert(hostile_string(rng, scale), random_value(rng, 0, scale));
         }
         (2, Value::Object(m)) if !m.is_empty() => {
             let k = m.keys().nth(rng.random_range(0..m.len())).cloned();
@@ -292,19 +329,19 @@ fn mutate_node(rng: &mut Xoshiro256PlusPlus, node: &mut Value) {
                 a.clear();
             } else {
                 let first = a[0].clone();
-                for _ in 0..rng.random_range(1..50) {
+                for _ in 0..rng.random_range(scale.repeats.clone()) {
                     a.push(first.clone());
                 }
             }
         }
-        (_, node) => *node = random_value(rng, 0),
+        (_, node) => *node = random_value(rng, 0, scale),
     }
 }
 
-fn mutate_tree(rng: &mut Xoshiro256PlusPlus, root: &mut Value) {
+fn mutate_tree(rng: &mut Xoshiro256PlusPlus, root: &mut Value, scale: &Scale) {
     let mut n = rng.random_range(0..count(root));
     let mut sub = Xoshiro256PlusPlus::seed_from_u64(rng.random());
-    at_nth(root, &mut n, &mut |node| mutate_node(&mut sub, node));
+    at_nth(root, &mut n, &mut |node| mutate_node(&mut sub, node, scale));
 }
 
 fn mutate_bytes(rng: &mut Xoshiro256PlusPlus, b: &mut Vec<u8>) {
@@ -332,12 +369,17 @@ fn mutate_bytes(rng: &mut Xoshiro256PlusPlus, b: &mut Vec<u8>) {
 /// The `seed`-th input derived from `sample`.
 pub fn mutate(sample: &[u8], seed: u64) -> Vec<u8> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let scale = if rng.random_range(0..LARGE_ONE_IN) == 0 {
+        &LARGE
+    } else {
+        &SMALL
+    };
     let rounds = rng.random_range(1..=4);
     let mut tree: Option<Value> = serde_json::from_slice(sample).ok();
     let mut bytes = None;
     for _ in 0..rounds {
         match (&mut tree, rng.random_range(0..10)) {
-            (Some(t), 0..=6) => mutate_tree(&mut rng, t),
+            (Some(t), 0..=6) => mutate_tree(&mut rng, t, scale),
             _ => {
                 let b = bytes.get_or_insert_with(|| match &tree {
                     Some(t) => serde_json::to_vec(t).unwrap_or_default(),
@@ -363,12 +405,25 @@ pub struct Tally {
     pub accepted: u64,
     pub refused: u64,
     pub panics: u64,
+    /// Wall time of the run, seconds.
+    pub seconds: f64,
+    /// Bytes of input, summed.
+    pub input_bytes: u64,
+    /// The longest input.
+    pub max_input_bytes: u64,
     /// The first input that panicked, for a regression test.
     pub first_panic: Option<String>,
 }
 
+impl Tally {
+    pub fn inputs_per_second(&self) -> f64 {
+        self.inputs as f64 / self.seconds.max(1e-9)
+    }
+}
+
 /// Runs `inputs` mutated inputs (seeds `seed..seed + inputs`) through `d`.
 pub fn run(d: &Decoder, seed: u64, inputs: u64) -> Tally {
+    let started = std::time::Instant::now();
     let mut t = Tally {
         name: d.name.clone(),
         ..Tally::default()
@@ -376,6 +431,8 @@ pub fn run(d: &Decoder, seed: u64, inputs: u64) -> Tally {
     for s in seed..seed.saturating_add(inputs) {
         let input = mutate(&d.sample, s);
         t.inputs += 1;
+        t.input_bytes += input.len() as u64;
+        t.max_input_bytes = t.max_input_bytes.max(input.len() as u64);
         match catch_unwind(AssertUnwindSafe(|| d.decode(&input))) {
             Ok(Ok(())) => t.accepted += 1,
             Ok(Err(_)) => t.refused += 1,
@@ -387,5 +444,6 @@ pub fn run(d: &Decoder, seed: u64, inputs: u64) -> Tally {
             }
         }
     }
+    t.seconds = started.elapsed().as_secs_f64();
     t
 }
