@@ -164,6 +164,9 @@ impl ClusterConfig {
     }
 }
 
+/// Every view a subscriber was shown, in order (see [`Cluster::record_views`]).
+pub type Views = Arc<parking_lot::Mutex<Vec<Vec<String>>>>;
+
 pub struct Cluster {
     pub config: ClusterConfig,
     pub metas: Vec<Node<MetaServer>>,
@@ -447,6 +450,40 @@ impl Cluster {
         let node = Node::start(name, move |token| SessionServer::start(cfg, token)).await?;
         self.sessions.push(node);
         Ok(())
+    }
+
+    /// How many publishers data server `i` holds, from its status.
+    pub async fn data_publishers(&self, i: usize) -> anyhow::Result<u64> {
+        let status: serde_json::Value = self
+            .admin_http()
+            .get(
+                &self.datas[i].addr.to_string(),
+                "/admin/v1/status",
+                Duration::from_secs(2),
+            )
+            .await?;
+        status["publishers"]
+            .as_u64()
+            .context("the status carries no publisher count")
+    }
+
+    /// Subscribes `client` to `data_id` and records every view it is shown, each update's
+    /// data sorted. Keep the returned subscriber alive for as long as views are wanted.
+    pub async fn record_views(
+        client: &Client,
+        data_id: &str,
+    ) -> anyhow::Result<(client_sdk::Subscriber, Views)> {
+        let seen = Views::default();
+        let rec = seen.clone();
+        let cb: client_sdk::Callback = Arc::new(move |u| {
+            let mut data = u.data.clone();
+            data.sort();
+            rec.lock().push(data);
+        });
+        let sub = client
+            .subscribe_with(data_id, Default::default(), Some(cb))
+            .await?;
+        Ok((sub, seen))
     }
 
     /// Starts a session server (not in `sessions`) that reaches the meta cluster only at

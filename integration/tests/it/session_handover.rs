@@ -6,7 +6,6 @@
 //! its lease), and once the handover grace has passed it must remove those of a client that
 //! never came back.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use integration::cluster::{Cluster, ClusterConfig};
@@ -28,19 +27,6 @@ async fn register(addr: &str, client: &str) -> RawClient {
         .unwrap();
     assert_eq!(reply["type"], "ack", "{reply}");
     c
-}
-
-async fn data_publishers(cluster: &Cluster) -> u64 {
-    let http = registry_rpc::HttpClient::new(Duration::from_secs(2));
-    let status: serde_json::Value = http
-        .get(
-            &cluster.datas[0].addr.to_string(),
-            "/admin/v1/status",
-            Duration::from_secs(2),
-        )
-        .await
-        .unwrap();
-    status["publishers"].as_u64().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,15 +61,7 @@ async fn a_returning_session_leaves_its_sent_away_clients_publishers_for_the_han
     let mut mover = register(&cut_addr, "mover").await;
     let mut gone = register(&cut_addr, "gone").await;
     let watcher = cluster.client(0).await.unwrap();
-    let seen = Arc::new(parking_lot::Mutex::new(Vec::<Vec<String>>::new()));
-    let rec = seen.clone();
-    let cb: client_sdk::Callback = Arc::new(move |u| {
-        let mut data = u.data.clone();
-        data.sort();
-        rec.lock().push(data);
-    });
-    let _sub = watcher
-        .subscribe_with("svc.handover", Default::default(), Some(cb))
+    let (_sub, seen) = Cluster::record_views(&watcher, "svc.handover")
         .await
         .unwrap();
     until("the watcher sees all three publishers", WAIT, || async {
@@ -115,7 +93,7 @@ async fn a_returning_session_leaves_its_sent_away_clients_publishers_for_the_han
     })
     .await;
     assert_eq!(
-        data_publishers(&cluster).await,
+        cluster.data_publishers(0).await.unwrap(),
         3,
         "the returning session removed the publishers it had sent away"
     );
@@ -129,7 +107,7 @@ async fn a_returning_session_leaves_its_sent_away_clients_publishers_for_the_han
         || async {
             state.reconciler.handovers() == 0
                 && state.forwarder.pending() == 0
-                && data_publishers(&cluster).await == 2
+                && cluster.data_publishers(0).await.unwrap() == 2
         },
     )
     .await;

@@ -25,19 +25,6 @@ async fn register(addr: &str, i: usize) -> RawClient {
     c
 }
 
-async fn data_publishers(cluster: &Cluster) -> u64 {
-    let http = registry_rpc::HttpClient::new(Duration::from_secs(2));
-    let status: serde_json::Value = http
-        .get(
-            &cluster.datas[0].addr.to_string(),
-            "/admin/v1/status",
-            Duration::from_secs(2),
-        )
-        .await
-        .unwrap();
-    status["publishers"].as_u64().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_removal_is_held_until_the_clients_are_back() {
     let mut config = ClusterConfig::new(1, 1, 2);
@@ -80,7 +67,7 @@ async fn a_partial_removal_is_held_until_the_clients_are_back() {
     until(
         "the data tier removed the dead session's publishers",
         Duration::from_secs(15),
-        || async { data_publishers(&cluster).await == 1 },
+        || async { cluster.data_publishers(0).await.unwrap() == 1 },
     )
     .await;
     let mut back = Vec::new();
@@ -90,7 +77,7 @@ async fn a_partial_removal_is_held_until_the_clients_are_back() {
     until(
         "the data tier holds the movers again",
         Duration::from_secs(10),
-        || async { data_publishers(&cluster).await == (MOVERS + 1) as u64 },
+        || async { cluster.data_publishers(0).await.unwrap() == (MOVERS + 1) as u64 },
     )
     .await;
     until(

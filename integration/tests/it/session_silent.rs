@@ -6,7 +6,6 @@
 //! `registry-chaos`: a session frozen 13.2 s, its clients' instances gone from every view).
 //! Timings here keep production's proportions at half scale.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use integration::cluster::{Cluster, ClusterConfig};
@@ -53,17 +52,7 @@ async fn clients_of_a_silent_session_move_before_the_cluster_removes_their_publi
         .await
         .unwrap();
     let watcher = cluster.client(0).await.unwrap();
-    let seen = Arc::new(parking_lot::Mutex::new(Vec::<Vec<String>>::new()));
-    let rec = seen.clone();
-    let cb: client_sdk::Callback = Arc::new(move |u| {
-        let mut data = u.data.clone();
-        data.sort();
-        rec.lock().push(data);
-    });
-    let _sub = watcher
-        .subscribe_with("svc.silent", Default::default(), Some(cb))
-        .await
-        .unwrap();
+    let (_sub, seen) = Cluster::record_views(&watcher, "svc.silent").await.unwrap();
     let both = vec!["mover".to_string(), "stay".to_string()];
     until("the watcher sees both publishers", WAIT, || async {
         seen.lock().last() == Some(&both)
