@@ -71,6 +71,10 @@ struct Args {
     /// Seconds of warm-up the memory summary leaves out (at most half the run).
     #[arg(long, default_value_t = 300)]
     rss_warmup: u64,
+    /// Run only round N (counted from 0) of the seed's schedule, `--faults` times over: a
+    /// failure's replay under fresh load.
+    #[arg(long)]
+    replay_round: Option<usize>,
 }
 
 fn kind(s: &str) -> anyhow::Result<FaultKind> {
@@ -124,6 +128,7 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
         settle: Duration::from_secs(args.settle),
         rss_every: Duration::from_secs(args.rss_every),
         rss_warmup: Duration::from_secs(args.rss_warmup),
+        replay_round: args.replay_round,
     };
     // On SIGINT or SIGTERM the run is dropped: servers killed, partition rules removed.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

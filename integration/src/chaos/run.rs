@@ -32,6 +32,8 @@ pub struct ChaosArgs {
     pub rss_every: Duration,
     /// Warm-up the memory summary leaves out (at most half the run).
     pub rss_warmup: Duration,
+    /// Run only this round of the seed's schedule, `faults` times over (a failure's replay).
+    pub replay_round: Option<usize>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -184,13 +186,25 @@ async fn converge(load: &Load, within: Duration) -> (Option<u64>, Findings) {
 
 pub async fn run(args: ChaosArgs) -> anyhow::Result<(ChaosReport, Vec<super::checker::Event>)> {
     let started = Instant::now();
-    let plan = schedule(
-        args.seed,
-        args.faults,
-        &args.kinds,
-        args.shape.datas,
-        args.shape.sessions,
-    );
+    let plan = match args.replay_round {
+        None => schedule(
+            args.seed,
+            args.faults,
+            &args.kinds,
+            args.shape.datas,
+            args.shape.sessions,
+        ),
+        Some(n) => {
+            let full = schedule(
+                args.seed,
+                n + 1,
+                &args.kinds,
+                args.shape.datas,
+                args.shape.sessions,
+            );
+            vec![full[n].clone(); args.faults]
+        }
+    };
     let wants_cut = plan.iter().any(|r| {
         r.faults
             .iter()
