@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, SinkExt, StreamExt};
 use rand::RngExt;
 use registry_common::error::ErrorCode;
-use registry_common::proto::client::{ClientFrame, ServerFrame, PROTOCOL_VERSION};
+use registry_common::proto::client::{ClientFrame, ServerFrame, CLOSE_MOVING, PROTOCOL_VERSION};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
@@ -149,6 +150,8 @@ pub(crate) async fn run(
             }
             End::Lost => {
                 tracing::info!(session = %addr, "lost the session; reconnecting");
+                farewell(&mut ws).await;
+                shared.state.send_replace(ConnectionState::Connecting);
                 let delay = backoff(&shared, 1);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -183,6 +186,22 @@ fn backoff(shared: &Shared, failures: u32) -> Duration {
         .max(min);
     let us = ceiling.as_micros() as u64;
     Duration::from_micros(rand::rng().random_range(us / 2..=us))
+}
+
+/// Longest the SDK tries to tell a session it is leaving for another one.
+const FAREWELL_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Ends a connection the SDK gives up on with [`CLOSE_MOVING`], as far as it gets out: a
+/// session that was only silent (frozen, or its replies lost) reads it whenever it serves
+/// again and leaves this client's publishers for its re-registration elsewhere, rather than
+/// withdrawing them from every subscriber's view in between. On a connection that already
+/// ended this fails at once.
+async fn farewell(ws: &mut Ws) {
+    let frame = CloseFrame {
+        code: CloseCode::from(CLOSE_MOVING),
+        reason: "moving to another session".into(),
+    };
+    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, ws.close(Some(frame))).await;
 }
 
 /// Ping intervals without a frame from the session after which it is treated as gone.

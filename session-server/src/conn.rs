@@ -16,7 +16,7 @@ use futures::{SinkExt, StreamExt};
 use registry_common::error::ApiError;
 use registry_common::id::{validate_part, DataInfoId};
 use registry_common::model::Publisher;
-use registry_common::proto::client::{ClientFrame, ServerFrame, PROTOCOL_VERSION};
+use registry_common::proto::client::{ClientFrame, ServerFrame, CLOSE_MOVING, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 
 use crate::error::SessionError;
@@ -56,6 +56,14 @@ pub async fn serve(socket: WebSocket, remote: SocketAddr, ctx: Arc<SessionState>
                 ),
             ),
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            Ok(Some(Ok(Message::Close(Some(frame))))) if frame.code == CLOSE_MOVING => {
+                // The client left for another session while this one was silent to it:
+                // its re-registration there takes its publishers over.
+                tracing::info!(conn = conn.id, %remote, "client moved to another session");
+                conn.sent_away
+                    .store(true, std::sync::atomic::Ordering::Release);
+                break;
+            }
             Ok(Some(Ok(Message::Close(_)))) | Ok(None) => break,
             Ok(Some(Err(e))) => {
                 let text = e.to_string();

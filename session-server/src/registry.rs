@@ -58,8 +58,8 @@ pub struct Conn {
     next_push_id: AtomicU64,
     /// How fast this connection may still register.
     pub budget: RegistrationBudget,
-    /// Set when the client was told `go_away`: its publishers are handed over, not removed,
-    /// when the connection closes.
+    /// Set when the client was told `go_away`, or closed with `CLOSE_MOVING`: its publishers
+    /// are handed over, not removed, when the connection closes.
     pub sent_away: AtomicBool,
 }
 

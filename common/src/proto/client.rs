@@ -12,6 +12,13 @@ use crate::id::DataInfoId;
 /// Protocol version spoken by this build.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// WebSocket close code a client ends a connection with when it leaves for another session
+/// while still alive (the session went silent to it, or its writes stalled). The session then
+/// leaves the client's publishers in the data tier for its re-registration elsewhere (the
+/// handover grace) instead of withdrawing them: the connection may reach a session that was
+/// frozen only after the client registered again, or before.
+pub const CLOSE_MOVING: u16 = 4000;
+
 /// Frames the SDK sends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(

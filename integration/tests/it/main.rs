@@ -42,6 +42,7 @@ mod session_backpressure;
 mod session_batch_bytes;
 mod session_failover;
 mod session_handover;
+mod session_moving;
 mod session_partial_loss;
 mod session_reconcile;
 mod session_refused_write;

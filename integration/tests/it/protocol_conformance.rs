@@ -12,6 +12,8 @@ use registry_common::model::PublisherKey;
 use registry_common::DataInfoId;
 use serde_json::{json, Value};
 use session_server::SessionConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -617,6 +619,57 @@ async fn go_away_on_shutdown() {
         asked.elapsed() >= Duration::from_millis(750),
         "{:?}",
         asked.elapsed()
+    );
+}
+
+/// Errors and closes (a client leaving with close code 4000): its publishers stay in the data
+/// tier for `--handover-grace-ms` and are removed after it, nobody having taken them over; a
+/// connection closed with another code has its publishers withdrawn at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_moving_away_closes_with_4000() {
+    const GRACE: Duration = Duration::from_millis(2_000);
+    let cluster = cluster(|s| s.handover_grace_ms = GRACE.as_millis() as u64).await;
+    let addr = cluster.sessions[0].addr.to_string();
+    let (mut mover, _) = hello_conn(&addr, "mover").await;
+    let (mut leaver, _) = hello_conn(&addr, "leaver").await;
+    let r = mover
+        .request(publish("m", "svc.moving", json!(["m"]), 1))
+        .await
+        .unwrap();
+    assert_eq!(r["type"], "ack", "{r}");
+    let r = leaver
+        .request(publish("l", "svc.moving", json!(["l"]), 1))
+        .await
+        .unwrap();
+    assert_eq!(r["type"], "ack", "{r}");
+    landed(&cluster, "svc.moving", &["l", "m"]).await;
+
+    let close = |code: u16, reason: &str| {
+        Message::Close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        }))
+    };
+    leaver.send_message(close(1000, "done")).await.unwrap();
+    landed(&cluster, "svc.moving", &["m"]).await;
+
+    mover
+        .send_message(close(4000, "moving to another session"))
+        .await
+        .unwrap();
+    let closed = Instant::now();
+    let session = cluster.sessions[0].server().state().clone();
+    until(
+        "the session lets go of the mover's connection",
+        WAIT,
+        || async { session.registry.publishers().is_empty() },
+    )
+    .await;
+    landed(&cluster, "svc.moving", &[]).await;
+    assert!(
+        closed.elapsed() >= GRACE,
+        "the mover's publisher was removed {:?} after its close 4000, within the grace",
+        closed.elapsed()
     );
 }
 
