@@ -116,16 +116,56 @@ impl DatumState {
         }
     }
 
-    fn apply(&mut self, op: &ReplicatedOp) {
+    fn apply(&mut self, op: &ReplicatedOp, owners: &mut Owners) {
         match op {
-            ReplicatedOp::Put { publisher } => {
-                self.publishers
-                    .insert(publisher.key.clone(), publisher.clone());
-            }
-            ReplicatedOp::Remove { key } => {
-                self.publishers.remove(key);
+            ReplicatedOp::Put { publisher } => self.put(publisher.clone(), owners),
+            ReplicatedOp::Remove { key } => self.take(key, owners),
+        }
+    }
+
+    /// Adds or replaces a publisher, keeping the slot's owner counts.
+    fn put(&mut self, publisher: Arc<Publisher>, owners: &mut Owners) {
+        owners.add(&publisher.session);
+        if let Some(old) = self.publishers.insert(publisher.key.clone(), publisher) {
+            owners.sub(&old.session);
+        }
+    }
+
+    /// Removes a publisher, keeping the slot's owner counts.
+    fn take(&mut self, key: &PublisherKey, owners: &mut Owners) {
+        if let Some(old) = self.publishers.remove(key) {
+            owners.sub(&old.session);
+        }
+    }
+}
+
+/// How many publishers each session server owns in one slot: lets the session cleanup find
+/// departed owners (`sessions_in`, every few seconds) and their publishers
+/// (`remove_session`, `session_digests`) without walking every publisher of every slot.
+#[derive(Debug, Default)]
+struct Owners(HashMap<MemberId, usize>);
+
+impl Owners {
+    fn add(&mut self, session: &MemberId) {
+        match self.0.get_mut(session) {
+            Some(n) => *n += 1,
+            None => {
+                self.0.insert(session.clone(), 1);
             }
         }
+    }
+
+    fn sub(&mut self, session: &MemberId) {
+        if let Some(n) = self.0.get_mut(session) {
+            *n -= 1;
+            if *n == 0 {
+                self.0.remove(session);
+            }
+        }
+    }
+
+    fn owns(&self, session: &MemberId) -> bool {
+        self.0.contains_key(session)
     }
 }
 
@@ -133,6 +173,8 @@ impl DatumState {
 #[derive(Debug, Default)]
 pub struct Shard {
     datums: HashMap<DataInfoId, DatumState>,
+    /// Publishers per owning session across `datums`.
+    owners: Owners,
 }
 
 /// All datums of this data server.
@@ -175,10 +217,8 @@ impl Store {
     ) -> Result<Applied, E> {
         let mut shard = self.shard(&publisher.data_info_id).lock();
         guard()?;
-        let state = shard
-            .datums
-            .entry(publisher.data_info_id.clone())
-            .or_default();
+        let Shard { datums, owners } = &mut *shard;
+        let state = datums.entry(publisher.data_info_id.clone()).or_default();
         if let Some(old) = state.publishers.get(&publisher.key) {
             if !publisher.supersedes(old) {
                 return Ok(Applied {
@@ -189,9 +229,7 @@ impl Store {
         }
         let version = self.clock.next_after(state.version);
         let publisher = Arc::new(publisher);
-        state
-            .publishers
-            .insert(publisher.key.clone(), publisher.clone());
+        state.put(publisher.clone(), owners);
         state.append(version, ReplicatedOp::Put { publisher }, self.limits);
         Ok(Applied {
             version,
@@ -211,7 +249,8 @@ impl Store {
     ) -> Result<Applied, E> {
         let mut shard = self.shard(id).lock();
         guard()?;
-        let Some(state) = shard.datums.get_mut(id) else {
+        let Shard { datums, owners } = &mut *shard;
+        let Some(state) = datums.get_mut(id) else {
             return Ok(Applied {
                 version: 0,
                 changed: false,
@@ -227,7 +266,7 @@ impl Store {
                 changed: false,
             });
         }
-        state.publishers.remove(key);
+        state.take(key, owners);
         let version = self.clock.next_after(state.version);
         state.append(
             version,
@@ -250,10 +289,11 @@ impl Store {
         let mut changed = Vec::new();
         for (slot, shard) in self.slots.iter().enumerate() {
             let mut shard = shard.lock();
-            if !in_slot(slot as SlotId) {
+            if !shard.owners.owns(session) || !in_slot(slot as SlotId) {
                 continue;
             }
-            for (id, state) in shard.datums.iter_mut() {
+            let Shard { datums, owners } = &mut *shard;
+            for (id, state) in datums.iter_mut() {
                 let keys: Vec<PublisherKey> = state
                     .publishers
                     .values()
@@ -264,7 +304,7 @@ impl Store {
                     continue;
                 }
                 for key in keys {
-                    state.publishers.remove(&key);
+                    state.take(&key, owners);
                     let version = self.clock.next_after(state.version);
                     state.append(version, ReplicatedOp::Remove { key }, self.limits);
                 }
@@ -356,7 +396,8 @@ impl Store {
     ) -> Result<Replayed, E> {
         let mut shard = self.shard(id).lock();
         guard()?;
-        let state = shard.datums.entry(id.clone()).or_default();
+        let Shard { datums, owners } = &mut *shard;
+        let state = datums.entry(id.clone()).or_default();
         for record in ops {
             if record.version <= state.version {
                 continue;
@@ -367,7 +408,7 @@ impl Store {
                     need_full: true,
                 });
             }
-            state.apply(&record.op);
+            state.apply(&record.op, owners);
             self.clock.observe(record.version);
             state.append(record.version, record.op.clone(), self.limits);
         }
@@ -386,16 +427,18 @@ impl Store {
     ) -> Result<u64, E> {
         let mut shard = self.shard(&datum.data_info_id).lock();
         guard()?;
-        let state = shard.datums.entry(datum.data_info_id.clone()).or_default();
+        let Shard { datums, owners } = &mut *shard;
+        let state = datums.entry(datum.data_info_id.clone()).or_default();
         if datum.version <= state.version && !(datum.version == 0 && state.publishers.is_empty()) {
             return Ok(state.version);
         }
         self.clock.observe(datum.version);
-        state.publishers = datum
-            .publishers
-            .into_iter()
-            .map(|p| (p.key.clone(), Arc::new(p)))
-            .collect();
+        for old in std::mem::take(&mut state.publishers).into_values() {
+            owners.sub(&old.session);
+        }
+        for p in datum.publishers {
+            state.put(Arc::new(p), owners);
+        }
         state.version = datum.version;
         // The log no longer describes how this version was reached.
         state.log.clear();
@@ -419,7 +462,9 @@ impl Store {
     /// Forgets every datum of a slot.
     pub fn drop_slot(&self, slot: SlotId) {
         if let Some(shard) = self.slots.get(slot as usize) {
-            shard.lock().datums.clear();
+            let mut shard = shard.lock();
+            shard.datums.clear();
+            shard.owners = Owners::default();
         }
     }
 
@@ -435,6 +480,9 @@ impl Store {
                 continue;
             }
             let shard = shard.lock();
+            if !shard.owners.owns(session) {
+                continue;
+            }
             for state in shard.datums.values() {
                 out.extend(
                     state
@@ -464,14 +512,7 @@ impl Store {
             if !in_slot(slot as SlotId) {
                 continue;
             }
-            let shard = shard.lock();
-            for state in shard.datums.values() {
-                for p in state.publishers.values() {
-                    if !out.contains(&p.session) {
-                        out.insert(p.session.clone());
-                    }
-                }
-            }
+            out.extend(shard.lock().owners.0.keys().cloned());
         }
         out
     }
@@ -514,6 +555,69 @@ mod tests {
             registered_at_ms: 1,
             zone: String::new(),
             app: String::new(),
+        }
+    }
+
+    /// The owner counts behind `sessions_in` and the cleanup's skipping of slots agree with
+    /// the publishers actually held, whatever mix of writes, moves between sessions,
+    /// removals, full installs and dropped slots came before.
+    #[test]
+    fn owner_counts_follow_every_kind_of_change() {
+        let store = Store::new(4, LogLimits::default());
+        let ids: Vec<DataInfoId> = (0..6)
+            .map(|i| DataInfoId::new(&format!("svc{i}"), None, None).unwrap())
+            .collect();
+        let sessions: Vec<MemberId> = (0..3).map(|i| MemberId(format!("s{i}"))).collect();
+        let mut seed: u64 = 7;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for round in 1..=3_000u64 {
+            let id = &ids[next(6) as usize];
+            let session = &sessions[next(3) as usize];
+            let reg = format!("r{}", next(5));
+            match next(10) {
+                0..=4 => {
+                    let mut p = publisher(id, &reg, round);
+                    p.session = session.clone();
+                    store.publish(p, ok).unwrap();
+                }
+                5 | 6 => {
+                    let key = PublisherKey {
+                        client_id: "c".into(),
+                        regist_id: reg.as_str().into(),
+                    };
+                    let owner = store
+                        .datum(id)
+                        .publishers
+                        .iter()
+                        .find(|p| p.key == key)
+                        .map(|p| p.session.clone());
+                    if let Some(owner) = owner {
+                        store.unpublish(id, &key, &owner, 1, ok).unwrap();
+                    }
+                }
+                7 => {
+                    store.remove_session(session, |_| true);
+                }
+                8 => {
+                    let mut datum = store.datum(id);
+                    datum.version = store.version(id) + 1;
+                    for p in datum.publishers.iter_mut().step_by(2) {
+                        p.session = session.clone();
+                    }
+                    store.install(datum, ok).unwrap();
+                }
+                _ => store.drop_slot(store.slot_of(id)),
+            }
+            let held: std::collections::HashSet<MemberId> = (0..store.slot_count())
+                .flat_map(|slot| store.slot_datums(slot, ok).unwrap())
+                .flat_map(|d| d.publishers.into_iter().map(|p| p.session))
+                .collect();
+            assert_eq!(store.sessions_in(|_| true), held, "after change {round}");
         }
     }
 
