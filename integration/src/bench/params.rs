@@ -11,6 +11,9 @@ pub enum Workload {
     W1,
     /// The CI smoke: 100 x 5 x 5, 10 clients, 100 changes/s for 5 s.
     W1Small,
+    /// SOFARegistry's scale: 100,000 services x 10 publishers x 2 subscribers (a million
+    /// publishers, 200,000 subscriptions), 1,000 clients, 2,000 changes/s for 30 s.
+    Scale,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -107,11 +110,13 @@ impl Params {
         let (d, p, s, c, b, q, t) = match a.workload {
             Workload::W1 => (2_000, 10, 10, 200, 128, 2_000, 30),
             Workload::W1Small => (100, 5, 5, 10, 128, 100, 5),
+            Workload::Scale => (100_000, 10, 2, 1_000, 128, 2_000, 30),
         };
         Self {
             workload: match a.workload {
                 Workload::W1 => "w1".into(),
                 Workload::W1Small => "w1-small".into(),
+                Workload::Scale => "scale".into(),
             },
             services: a.services.unwrap_or(d),
             publishers: a.publishers.unwrap_or(p),
