@@ -1,0 +1,181 @@
+//! Fetch lanes: datums fetched from their slot's primary, batched per data server.
+//!
+//! A change notification newer than the cached datum that does not carry the datum starts one
+//! fetch. A fetch already in flight for that dataInfoId absorbs further notifications and is
+//! repeated once it returns if something newer was announced meanwhile, so there is one fetch
+//! per dataInfoId however many notifications arrive. Each data server has one lane that sends
+//! everything queued in one request as soon as the previous one returns; failures are
+//! re-routed by the newest view and retried with backoff; ids with no primary are parked
+//! until a view has one.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use registry_common::id::DataInfoId;
+use registry_common::member::{ClusterView, Role};
+use registry_common::proto::data::{FetchRequest, FetchResponse};
+use registry_rpc::backoff::LaneBackoff;
+use registry_rpc::{CancellationToken, RpcError};
+use tokio::sync::Notify;
+
+use super::Pusher;
+
+/// The fetches queued for one data server.
+pub(super) struct FetchLane {
+    addr: String,
+    pending: Mutex<HashSet<DataInfoId>>,
+    wake: Notify,
+    stop: CancellationToken,
+}
+
+impl Pusher {
+    /// Records that `id` changed to at least `version` and makes sure a fetch will get it.
+    pub fn request_fetch(self: &Arc<Self>, id: DataInfoId, version: u64) {
+        {
+            let mut fetching = self.fetching.lock();
+            if let Some(want) = fetching.get_mut(&id) {
+                *want = (*want).max(version);
+                return;
+            }
+            fetching.insert(id.clone(), version);
+        }
+        self.enqueue_fetch(id);
+    }
+
+    pub(super) fn enqueue_fetch(self: &Arc<Self>, id: DataInfoId) {
+        let view = self.membership.view();
+        self.route_fetches(&view, vec![id]);
+    }
+
+    fn route_fetches(self: &Arc<Self>, view: &ClusterView, ids: Vec<DataInfoId>) {
+        let mut by_lane: HashMap<String, Vec<DataInfoId>> = HashMap::new();
+        for id in ids {
+            match view.slots.primary_of(&id).and_then(|p| view.addr_of(p)) {
+                Some(addr) => by_lane.entry(addr.to_owned()).or_default().push(id),
+                None => {
+                    self.parked.lock().insert(id);
+                }
+            }
+        }
+        for (addr, ids) in by_lane {
+            let lane = self.lane(&addr);
+            lane.pending.lock().extend(ids);
+            lane.wake.notify_one();
+        }
+    }
+
+    fn lane(self: &Arc<Self>, addr: &str) -> Arc<FetchLane> {
+        let mut lanes = self.lanes.lock();
+        if let Some(l) = lanes.get(addr) {
+            return l.clone();
+        }
+        let lane = Arc::new(FetchLane {
+            addr: addr.to_owned(),
+            pending: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
+            stop: self.shutdown.child_token(),
+        });
+        lanes.insert(addr.to_owned(), lane.clone());
+        tokio::spawn(run_fetch_lane(self.clone(), lane.clone()));
+        lane
+    }
+
+    /// Re-routes fetches of lanes whose data server left, and parked ones.
+    pub fn on_view(self: &Arc<Self>, view: &ClusterView) {
+        let data: Vec<&str> = view
+            .members_of(Role::Data)
+            .map(|m| m.addr.as_str())
+            .collect();
+        let gone: Vec<Arc<FetchLane>> = {
+            let mut lanes = self.lanes.lock();
+            let gone: Vec<String> = lanes
+                .keys()
+                .filter(|a| !data.contains(&a.as_str()))
+                .cloned()
+                .collect();
+            gone.iter().filter_map(|a| lanes.remove(a)).collect()
+        };
+        let mut ids: Vec<DataInfoId> = Vec::new();
+        for lane in gone {
+            lane.stop.cancel();
+            ids.extend(lane.pending.lock().drain());
+        }
+        ids.extend(self.parked.lock().drain());
+        self.route_fetches(view, ids);
+    }
+}
+
+async fn run_fetch_lane(pusher: Arc<Pusher>, lane: Arc<FetchLane>) {
+    let mut backoff = LaneBackoff::default();
+    loop {
+        tokio::select! {
+            _ = lane.wake.notified() => {}
+            _ = lane.stop.cancelled() => return,
+        }
+        loop {
+            let ids: Vec<DataInfoId> = {
+                let mut pending = lane.pending.lock();
+                let take: Vec<DataInfoId> = pending
+                    .iter()
+                    .take(pusher.config.max_batch)
+                    .cloned()
+                    .collect();
+                for id in &take {
+                    pending.remove(id);
+                }
+                take
+            };
+            if ids.is_empty() {
+                break;
+            }
+            let view = pusher.membership.view();
+            let req = FetchRequest {
+                epoch: view.epoch,
+                ids: ids.clone(),
+                compact: true,
+            };
+            pusher.metrics.fetches.inc_by(ids.len() as u64);
+            let started = Instant::now();
+            let rid = registry_rpc::request_id::fresh();
+            let answer: Result<FetchResponse, RpcError> = registry_rpc::request_id::scope(
+                rid.clone(),
+                pusher.http.post(&lane.addr, "/data/v1/fetch", &req),
+            )
+            .await;
+            pusher
+                .metrics
+                .fetch_latency
+                .observe(started.elapsed().as_secs_f64());
+            let answered = answer.is_ok();
+            let retry: Vec<DataInfoId> = match answer {
+                Ok(resp) => {
+                    for datum in resp.compact {
+                        pusher.accept(datum);
+                    }
+                    resp.errors.into_iter().map(|e| e.data_info_id).collect()
+                }
+                Err(e) => {
+                    tracing::debug!(request = %rid, from = %lane.addr, "fetch failed: {e}");
+                    ids
+                }
+            };
+            if retry.is_empty() {
+                backoff.reset();
+                continue;
+            }
+            let retry_backoff = backoff.after(answered);
+            pusher.membership.refresh().await;
+            tokio::select! {
+                _ = retry_backoff.wait() => {}
+                _ = lane.stop.cancelled() => {}
+            }
+            let view = pusher.membership.view();
+            pusher.route_fetches(&view, retry);
+            if lane.stop.is_cancelled() {
+                return;
+            }
+        }
+    }
+}
