@@ -264,11 +264,20 @@ pub async fn repair(
     out
 }
 
-/// Asks every data server for the versions of the subscribed dataInfoIds it is primary of and
-/// fetches whatever is newer than the cache. Returns how many were newer.
-pub async fn pull_versions(state: &Arc<SessionState>, view: &ClusterView) -> usize {
+/// Asks every data server for the versions of the subscribed dataInfoIds it is primary of
+/// (those in `only` when given) and fetches whatever is newer than the cache. Returns how
+/// many were newer.
+pub async fn pull_versions(
+    state: &Arc<SessionState>,
+    view: &ClusterView,
+    only: Option<&BTreeSet<SlotId>>,
+) -> usize {
     let mut by_primary: HashMap<String, Vec<DataInfoId>> = HashMap::new();
+    let slot_count = view.slots.slot_count();
     for id in state.pusher.subscribed_ids() {
+        if only.is_some_and(|slots| !slots.contains(&slot_of(&id, slot_count))) {
+            continue;
+        }
         if let Some(addr) = view.slots.primary_of(&id).and_then(|p| view.addr_of(p)) {
             by_primary.entry(addr.to_owned()).or_default().push(id);
         }
@@ -356,7 +365,7 @@ pub async fn run(state: Arc<SessionState>, interval: Duration) {
         if full {
             state.reconciler.dirty.lock().clear();
             let r = repair(&state, &view, None).await;
-            pull_versions(&state, &view).await;
+            pull_versions(&state, &view, None).await;
             let all: BTreeSet<SlotId> = (0..view.slots.slot_count()).collect();
             let missed: Vec<SlotId> = all.difference(&r.covered).copied().collect();
             if !missed.is_empty() && view.slots.slots.iter().any(|a| a.primary.is_some()) {
@@ -371,17 +380,23 @@ pub async fn run(state: Arc<SessionState>, interval: Duration) {
                 .pull
                 .swap(false, std::sync::atomic::Ordering::AcqRel)
             {
-                pull_versions(&state, &view).await;
+                pull_versions(&state, &view, None).await;
             }
             continue;
         }
         let r = repair(&state, &view, Some(&dirty)).await;
-        if state
+        // A primary that died may have taken change notifications with it for changes its
+        // replica, now primary, holds: the repair finds nothing to write, and nothing would
+        // announce those versions again before the periodic pull. So the slots whose
+        // primary changed have their versions pulled too.
+        let all = state
             .reconciler
             .pull
-            .swap(false, std::sync::atomic::Ordering::AcqRel)
-        {
-            pull_versions(&state, &view).await;
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
+        if all {
+            pull_versions(&state, &view, None).await;
+        } else if !r.covered.is_empty() {
+            pull_versions(&state, &view, Some(&r.covered)).await;
         }
         let missed: Vec<SlotId> = dirty.difference(&r.covered).copied().collect();
         if missed.is_empty() {
