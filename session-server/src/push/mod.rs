@@ -236,12 +236,6 @@ impl Pusher {
             .collect()
     }
 
-    /// Unacknowledged pushes waiting to be looked at again (with some already acknowledged,
-    /// dropped when their time comes).
-    pub fn checks_waiting(&self) -> usize {
-        self.deadlines.len()
-    }
-
     /// Version of the cached datum of `id`, if any.
     pub fn cached_version(&self, id: &DataInfoId) -> Option<u64> {
         self.cache.get(id).map(|p| p.version())

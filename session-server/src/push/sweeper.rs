@@ -82,11 +82,6 @@ impl Deadlines {
         }
         out
     }
-
-    /// Checks waiting.
-    pub fn len(&self) -> usize {
-        self.fifo.lock().len() + self.heap.lock().len()
-    }
 }
 
 impl Pusher {
