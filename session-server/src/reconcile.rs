@@ -8,11 +8,7 @@
 //!   primary changed in a new view (failover, migration), and for every slot each interval.
 //! - **Version pull**, each interval: one batched version query per data server for every
 //!   dataInfoId with local subscribers; anything newer than the cache is fetched and pushed,
-//!   so a lost change notification costs at most one interval. Also at once for the slots
-//!   whose primary changed.
-//!
-//! The periodic pass is spread over the interval, one sixteenth of the slots at a time, so
-//! its cost at any moment is a slice of the data set, not all of it.
+//!   so a lost change notification costs at most one interval.
 //!
 //! A slot a primary does not answer for (still copying in, or unreachable) stays pending and
 //! is retried with backoff.
@@ -179,12 +175,9 @@ pub async fn repair(
     let answers = futures::future::join_all(asks).await;
     // Read our own publishers only after the primaries answered: anything registered before
     // they answered is in this list, so nothing the session holds is mistaken for a stray.
-    let slot_count = view.slots.slot_count();
-    let mine = match only {
-        Some(slots) => state.registry.publishers_in(slot_count, slots),
-        None => state.registry.publishers(),
-    };
+    let mine = state.registry.publishers();
     let now = Instant::now();
+    let slot_count = view.slots.slot_count();
     let mut out = Repaired::default();
     let mut ops: Vec<WriteOp> = Vec::new();
     for (addr, answer) in answers {
@@ -337,17 +330,10 @@ pub async fn pull_versions(
     newer
 }
 
-/// Steps a periodic pass over every slot is spread over: each step of `interval / SLICES`
-/// repairs and pulls the versions of one slot in `SLICES`, so that no moment of the interval
-/// carries the whole data set (at a million publishers, one pass at once stalled a session
-/// for seconds).
-const SLICES: u32 = 16;
-
-/// The worker: repairs dirty slots as soon as they are marked, and repairs every slot and
-/// pulls the versions of every subscribed dataInfoId once per `interval`, a slice at a time.
+/// The worker: repairs dirty slots as soon as they are marked, and runs a full repair and a
+/// version pull every `interval`.
 pub async fn run(state: Arc<SessionState>, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval / SLICES);
-    let mut slice: u32 = 0;
+    let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
@@ -377,13 +363,11 @@ pub async fn run(state: Arc<SessionState>, interval: Duration) {
         };
         let view = state.membership.view();
         if full {
-            let these: BTreeSet<SlotId> = (0..view.slots.slot_count())
-                .filter(|s| s % SLICES == slice)
-                .collect();
-            slice = (slice + 1) % SLICES;
-            let r = repair(&state, &view, Some(&these)).await;
-            pull_versions(&state, &view, Some(&these)).await;
-            let missed: Vec<SlotId> = these.difference(&r.covered).copied().collect();
+            state.reconciler.dirty.lock().clear();
+            let r = repair(&state, &view, None).await;
+            pull_versions(&state, &view, None).await;
+            let all: BTreeSet<SlotId> = (0..view.slots.slot_count()).collect();
+            let missed: Vec<SlotId> = all.difference(&r.covered).copied().collect();
             if !missed.is_empty() && view.slots.slots.iter().any(|a| a.primary.is_some()) {
                 state.reconciler.mark(missed);
             }

@@ -6,9 +6,7 @@
 //! reconnect) the entry moves to the new connection, and the old connection's close no longer
 //! removes it. Registration results are the write ops to forward to the data tier.
 
-use std::borrow::Borrow;
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -18,7 +16,6 @@ use registry_common::id::DataInfoId;
 use registry_common::member::MemberId;
 use registry_common::model::{validate_registration, Publisher, PublisherKey};
 use registry_common::proto::data::WriteOp;
-use registry_common::slot::{slot_of, SlotId, DEFAULT_SLOT_COUNT};
 use registry_common::time::now_ms;
 use tokio::sync::mpsc;
 
@@ -90,7 +87,7 @@ pub struct Registry {
     conns: Mutex<HashMap<ConnId, Arc<Conn>>>,
     next_conn: AtomicU64,
     /// The authoritative publishers of this session's clients.
-    publishers: Mutex<Held>,
+    publishers: Mutex<HashMap<PublisherKey, Arc<Publisher>>>,
     metrics: SessionMetrics,
     /// Capacity of each connection's outbox.
     outbox_frames: usize,
@@ -109,7 +106,7 @@ impl Registry {
             session,
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
-            publishers: Mutex::new(Held::new()),
+            publishers: Mutex::new(HashMap::new()),
             metrics,
             outbox_frames,
             limits,
@@ -300,108 +297,12 @@ impl Registry {
 
     /// Every publisher this session holds.
     pub fn publishers(&self) -> Vec<Arc<Publisher>> {
-        self.publishers.lock().by_key.values().cloned().collect()
-    }
-
-    /// The publishers this session holds in `slots` (of `slot_count`): what the repair of a
-    /// few slots compares, without copying every publisher.
-    pub fn publishers_in(&self, slot_count: u32, slots: &BTreeSet<SlotId>) -> Vec<Arc<Publisher>> {
-        self.publishers.lock().in_slots(slot_count, slots)
+        self.publishers.lock().values().cloned().collect()
     }
 
     /// The publisher held under `key`, if any.
     pub fn publisher(&self, key: &PublisherKey) -> Option<Arc<Publisher>> {
         self.publishers.lock().get(key).cloned()
-    }
-}
-
-/// The session's publishers by key, and the same publishers by slot.
-struct Held {
-    by_key: HashMap<PublisherKey, Arc<Publisher>>,
-    /// For `slot_count` slots; rebuilt when asked about another count.
-    by_slot: HashMap<SlotId, HashSet<ByKey>>,
-    slot_count: u32,
-}
-
-/// A publisher in a set keyed by its `PublisherKey` (a pointer's worth per entry, not a
-/// second copy of the key).
-struct ByKey(Arc<Publisher>);
-
-impl PartialEq for ByKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.key == other.0.key
-    }
-}
-
-impl Eq for ByKey {}
-
-impl Hash for ByKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.key.hash(state)
-    }
-}
-
-impl Borrow<PublisherKey> for ByKey {
-    fn borrow(&self) -> &PublisherKey {
-        &self.0.key
-    }
-}
-
-impl Held {
-    fn new() -> Self {
-        Self {
-            by_key: HashMap::new(),
-            by_slot: HashMap::new(),
-            slot_count: DEFAULT_SLOT_COUNT,
-        }
-    }
-
-    fn get(&self, key: &PublisherKey) -> Option<&Arc<Publisher>> {
-        self.by_key.get(key)
-    }
-
-    fn insert(&mut self, key: PublisherKey, p: Arc<Publisher>) -> Option<Arc<Publisher>> {
-        let old = self.by_key.insert(key, p.clone());
-        if let Some(old) = &old {
-            self.unindex(old);
-        }
-        self.index(p);
-        old
-    }
-
-    fn remove(&mut self, key: &PublisherKey) -> Option<Arc<Publisher>> {
-        let p = self.by_key.remove(key)?;
-        self.unindex(&p);
-        Some(p)
-    }
-
-    fn index(&mut self, p: Arc<Publisher>) {
-        let slot = slot_of(&p.data_info_id, self.slot_count);
-        self.by_slot.entry(slot).or_default().insert(ByKey(p));
-    }
-
-    fn unindex(&mut self, p: &Publisher) {
-        let slot = slot_of(&p.data_info_id, self.slot_count);
-        if let Some(set) = self.by_slot.get_mut(&slot) {
-            set.remove(&p.key);
-            if set.is_empty() {
-                self.by_slot.remove(&slot);
-            }
-        }
-    }
-
-    fn in_slots(&mut self, slot_count: u32, slots: &BTreeSet<SlotId>) -> Vec<Arc<Publisher>> {
-        if slot_count != self.slot_count {
-            self.slot_count = slot_count;
-            self.by_slot.clear();
-            let all: Vec<Arc<Publisher>> = self.by_key.values().cloned().collect();
-            all.into_iter().for_each(|p| self.index(p));
-        }
-        slots
-            .iter()
-            .filter_map(|s| self.by_slot.get(s))
-            .flat_map(|set| set.iter().map(|p| p.0.clone()))
-            .collect()
     }
 }
 
@@ -411,76 +312,5 @@ fn unpublish_op(p: &Publisher) -> WriteOp {
         key: p.key.clone(),
         session: p.session.clone(),
         conn_id: p.conn_id,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn publisher(id: &str, reg: &str) -> Arc<Publisher> {
-        Arc::new(Publisher {
-            data_info_id: DataInfoId::new(id, None, None).unwrap(),
-            key: PublisherKey {
-                client_id: "c".into(),
-                regist_id: reg.into(),
-            },
-            data: Vec::new(),
-            version: 1,
-            session: MemberId("s".into()),
-            conn_id: 1,
-            registered_at_ms: 1,
-            zone: String::new(),
-            app: String::new(),
-        })
-    }
-
-    /// The publishers of each slot, as the slot index answers and as a walk over all of
-    /// them finds.
-    fn check(held: &mut Held, slot_count: u32) {
-        for slot in 0..slot_count {
-            let mut indexed: Vec<PublisherKey> = held
-                .in_slots(slot_count, &BTreeSet::from([slot]))
-                .iter()
-                .map(|p| p.key.clone())
-                .collect();
-            indexed.sort();
-            let mut walked: Vec<PublisherKey> = held
-                .by_key
-                .values()
-                .filter(|p| slot_of(&p.data_info_id, slot_count) == slot)
-                .map(|p| p.key.clone())
-                .collect();
-            walked.sort();
-            assert_eq!(indexed, walked, "slot {slot} of {slot_count}");
-        }
-    }
-
-    #[test]
-    fn the_slot_index_follows_registrations_moves_and_removals() {
-        let mut held = Held::new();
-        for i in 0..200 {
-            let p = publisher(&format!("svc{}", i % 37), &format!("r{i}"));
-            held.insert(p.key.clone(), p);
-        }
-        check(&mut held, DEFAULT_SLOT_COUNT);
-        // Moves to another dataInfoId (another slot, mostly), and removals.
-        for i in (0..200).step_by(3) {
-            let p = publisher(&format!("moved{}", i % 11), &format!("r{i}"));
-            held.insert(p.key.clone(), p);
-        }
-        for i in (0..200).step_by(7) {
-            let key = PublisherKey {
-                client_id: "c".into(),
-                regist_id: format!("r{i}"),
-            };
-            held.remove(&key);
-        }
-        check(&mut held, DEFAULT_SLOT_COUNT);
-        // A cluster with another slot count: the index is rebuilt for it.
-        check(&mut held, 64);
-        let p = publisher("late", "r-late");
-        held.insert(p.key.clone(), p);
-        check(&mut held, 64);
     }
 }
