@@ -2,6 +2,7 @@
 //! One concern per file.
 
 mod bad_input;
+mod client_blocked_write;
 mod data_bad_input;
 mod data_epoch_ahead;
 mod data_failover;
