@@ -452,6 +452,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// Whether session `i` holds a publisher registered as `regist_id`.
+    pub fn session_holds(&self, i: usize, regist_id: &str) -> bool {
+        self.sessions[i]
+            .server()
+            .state()
+            .registry
+            .publishers()
+            .iter()
+            .any(|p| p.key.regist_id == regist_id)
+    }
+
     /// How many publishers data server `i` holds, from its status.
     pub async fn data_publishers(&self, i: usize) -> anyhow::Result<u64> {
         let status: serde_json::Value = self

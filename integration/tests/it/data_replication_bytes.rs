@@ -9,6 +9,20 @@ use integration::wait::until;
 
 const SERVICES: usize = 40;
 
+/// Waits until every data server holds all `SERVICES` publishers (two copies of each, with
+/// two data servers: each holds every publisher as primary or replica).
+async fn every_data_server_holds_all(cluster: &Cluster, within: Duration) {
+    until("both copies of every large publisher", within, || async {
+        for i in 0..cluster.datas.len() {
+            if cluster.data_publishers(i).await.ok() != Some(SERVICES as u64) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_publishers_changed_together_all_reach_the_replicas() {
     let mut config = ClusterConfig::new(1, 2, 1);
@@ -31,28 +45,7 @@ async fn large_publishers_changed_together_all_reach_the_replicas() {
     .map(Result::unwrap)
     .collect();
 
-    // Two copies of each: every data server holds each publisher as primary or replica.
-    let http = registry_rpc::HttpClient::new(Duration::from_secs(2));
-    let datas: Vec<String> = cluster.datas.iter().map(|d| d.addr.to_string()).collect();
-    until(
-        "both copies of every large publisher",
-        Duration::from_secs(20),
-        || async {
-            for d in &datas {
-                let Ok(status) = http
-                    .get::<serde_json::Value>(d, "/admin/v1/status", Duration::from_secs(2))
-                    .await
-                else {
-                    return false;
-                };
-                if status["publishers"].as_u64() != Some(SERVICES as u64) {
-                    return false;
-                }
-            }
-            true
-        },
-    )
-    .await;
+    every_data_server_holds_all(&cluster, Duration::from_secs(20)).await;
     drop(handles);
 }
 
@@ -107,26 +100,6 @@ async fn changes_piled_up_behind_an_unreachable_replica_all_reach_it() {
     .await;
     link.heal();
 
-    let http = registry_rpc::HttpClient::new(Duration::from_secs(2));
-    let datas: Vec<String> = cluster.datas.iter().map(|d| d.addr.to_string()).collect();
-    until(
-        "both copies of every large publisher",
-        Duration::from_secs(30),
-        || async {
-            for d in &datas {
-                let Ok(status) = http
-                    .get::<serde_json::Value>(d, "/admin/v1/status", Duration::from_secs(2))
-                    .await
-                else {
-                    return false;
-                };
-                if status["publishers"].as_u64() != Some(SERVICES as u64) {
-                    return false;
-                }
-            }
-            true
-        },
-    )
-    .await;
+    every_data_server_holds_all(&cluster, Duration::from_secs(30)).await;
     drop(handles);
 }

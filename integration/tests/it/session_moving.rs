@@ -69,15 +69,7 @@ async fn a_client_leaving_a_silent_session_keeps_its_publishers_visible() {
     until(
         "the mover is held through the other session",
         WAIT,
-        || async {
-            cluster.sessions[0]
-                .server()
-                .state()
-                .registry
-                .publishers()
-                .iter()
-                .any(|p| p.key.regist_id == mover_pub.regist_id())
-        },
+        || async { cluster.session_holds(0, mover_pub.regist_id()) },
     )
     .await;
     until("the watcher's view settles", WAIT, || async {

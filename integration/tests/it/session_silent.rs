@@ -91,15 +91,7 @@ async fn clients_of_a_silent_session_move_before_the_cluster_removes_their_publi
     until(
         "the mover is held through the other session",
         WAIT,
-        || async {
-            cluster.sessions[0]
-                .server()
-                .state()
-                .registry
-                .publishers()
-                .iter()
-                .any(|p| p.key.regist_id == mover_pub.regist_id())
-        },
+        || async { cluster.session_holds(0, mover_pub.regist_id()) },
     )
     .await;
     // Whatever protection windows were running have run out.
