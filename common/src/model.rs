@@ -97,9 +97,55 @@ impl Publisher {
         validate_registration(&self.key.client_id, &self.key.regist_id, &self.data)
     }
 
+    /// XXH3 of what reconciliation compares (dataInfoId, key, connection, version,
+    /// registration time): the same on every build, so a session and a data server of
+    /// different releases agree on it. The data itself is not part of it: one version of a
+    /// publisher carries one payload (see `supersedes`).
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        // 0xff never occurs in UTF-8, so it cannot be confused with a part's bytes.
+        h.update(self.data_info_id.as_str().as_bytes());
+        h.update(&[0xff]);
+        h.update(self.key.client_id.as_bytes());
+        h.update(&[0xff]);
+        h.update(self.key.regist_id.as_bytes());
+        h.update(&[0xff]);
+        h.update(&self.conn_id.to_le_bytes());
+        h.update(&self.version.to_le_bytes());
+        h.update(&self.registered_at_ms.to_le_bytes());
+        h.digest()
+    }
+
     /// Bytes of payload (sum of the data strings), for accounting.
     pub fn payload_len(&self) -> usize {
         self.data.iter().map(String::len).sum()
+    }
+}
+
+/// What a set of publishers adds up to, for comparing two copies of it without sending it:
+/// how many there are and the wrapping sum of their [`Publisher::fingerprint`]s. Kept up to
+/// date one publisher at a time on both sides (a data server per slot and owning session, a
+/// session per slot), so comparing a slot costs the same whatever it holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tally {
+    pub publishers: u64,
+    pub fingerprint: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, p: &Publisher) {
+        self.publishers += 1;
+        self.fingerprint = self.fingerprint.wrapping_add(p.fingerprint());
+    }
+
+    pub fn sub(&mut self, p: &Publisher) {
+        self.publishers = self.publishers.saturating_sub(1);
+        self.fingerprint = self.fingerprint.wrapping_sub(p.fingerprint());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.publishers == 0
     }
 }
 
@@ -182,5 +228,59 @@ impl From<&Datum> for PushDatum {
             data: d.flat_data(),
             server_removal: d.server_removal,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publisher(regist_id: &str, version: u64) -> Publisher {
+        Publisher {
+            data_info_id: DataInfoId::new("com.example.Echo", None, None).unwrap(),
+            key: PublisherKey {
+                client_id: "5f0c3a9e".into(),
+                regist_id: regist_id.into(),
+            },
+            data: vec!["10.0.0.1:8080".into()],
+            version,
+            session: MemberId("s".into()),
+            conn_id: 42,
+            registered_at_ms: 1_763_870_000_000,
+            zone: String::new(),
+            app: String::new(),
+        }
+    }
+
+    /// Sessions and data servers of different releases compare fingerprints: the function
+    /// must never change. The value is the one `docs/protocol.md` shows for this publisher,
+    /// computed from that definition by another XXH3 implementation (Python's `xxhash`).
+    #[test]
+    fn the_fingerprint_is_fixed() {
+        assert_eq!(publisher("p1", 1).fingerprint(), 18_270_603_209_161_686_218);
+    }
+
+    /// A tally depends on the set, not on the order of adds and removes, and sees a version
+    /// change.
+    #[test]
+    fn tallies_follow_the_set() {
+        let (a, b, c) = (publisher("a", 1), publisher("b", 1), publisher("c", 1));
+        let mut x = Tally::default();
+        for p in [&a, &b, &c] {
+            x.add(p);
+        }
+        x.sub(&b);
+        let mut y = Tally::default();
+        y.add(&c);
+        y.add(&a);
+        assert_eq!(x, y);
+        y.sub(&a);
+        y.add(&publisher("a", 2));
+        assert_ne!(x, y);
+        assert_eq!(y.publishers, 2);
+        y.sub(&c);
+        y.sub(&publisher("a", 2));
+        assert!(y.is_empty());
+        assert_eq!(y, Tally::default());
     }
 }

@@ -5,6 +5,7 @@
 //! | POST | `/data/v1/write` | `WriteRequest` -> `WriteResponse` (primary only, per op) |
 //! | POST | `/data/v1/fetch` | `FetchRequest` -> `FetchResponse` (any holder) |
 //! | POST | `/data/v1/versions` | `FetchRequest` -> `VersionsResponse` (any holder) |
+//! | POST | `/data/v1/session-summary` | `SessionPublishersRequest` -> `SessionSummaryResponse` |
 //! | POST | `/data/v1/session-publishers` | `SessionPublishersRequest` -> `SessionPublishersResponse` |
 //! | POST | `/data/v1/replicate` | `ReplicateRequest` -> `ReplicateResponse` (replica, from the primary) |
 //! | POST | `/data/v1/sync` | `SyncRequest` -> `SyncResponse` (previous or current holder) |
@@ -26,8 +27,8 @@ use axum::Router;
 use registry_common::id::DataInfoId;
 use registry_common::proto::data::{
     FetchRequest, FetchResponse, IdError, IdVersion, OpResult, ReplicateAck, ReplicateRequest,
-    ReplicateResponse, SessionPublishersRequest, SessionPublishersResponse, SyncRequest,
-    SyncResponse, VersionsResponse, WriteOp, WriteRequest, WriteResponse,
+    ReplicateResponse, SessionPublishersRequest, SessionPublishersResponse, SessionSummaryResponse,
+    SlotSummary, SyncRequest, SyncResponse, VersionsResponse, WriteOp, WriteRequest, WriteResponse,
 };
 use registry_common::slot::SlotId;
 use registry_rpc::auth::Access as Caller;
@@ -45,6 +46,7 @@ pub fn router(state: Arc<DataState>) -> Router {
         .route("/data/v1/write", post(write))
         .route("/data/v1/fetch", post(fetch))
         .route("/data/v1/versions", post(versions))
+        .route("/data/v1/session-summary", post(session_summary))
         .route("/data/v1/session-publishers", post(session_publishers))
         .route("/data/v1/replicate", post(replicate))
         .route("/data/v1/sync", post(sync))
@@ -182,10 +184,11 @@ async fn versions(
     }))
 }
 
-async fn session_publishers(
-    State(s): State<Arc<DataState>>,
-    ApiJson(req): ApiJson<SessionPublishersRequest>,
-) -> Result<ApiJson<SessionPublishersResponse>, ErrorReply> {
+/// The slots of `req` this server is primary of, with every publisher copied in, at `view`.
+fn covered_slots(
+    s: &Arc<DataState>,
+    req: &SessionPublishersRequest,
+) -> Result<(u64, Vec<SlotId>), ErrorReply> {
     let view = s.membership.view();
     if req.epoch > view.epoch {
         s.refresh_view();
@@ -210,14 +213,36 @@ async fn session_publishers(
                     .is_some_and(|a| a.primary.as_ref() == Some(&s.id))
         })
         .collect();
+    Ok((view.epoch, slots))
+}
+
+async fn session_publishers(
+    State(s): State<Arc<DataState>>,
+    ApiJson(req): ApiJson<SessionPublishersRequest>,
+) -> Result<ApiJson<SessionPublishersResponse>, ErrorReply> {
+    let (epoch, slots) = covered_slots(&s, &req)?;
     let publishers = s
         .store
         .session_digests(&req.session, |slot| slots.binary_search(&slot).is_ok());
     Ok(ApiJson(SessionPublishersResponse {
-        epoch: view.epoch,
+        epoch,
         slots,
         publishers,
     }))
+}
+
+async fn session_summary(
+    State(s): State<Arc<DataState>>,
+    ApiJson(req): ApiJson<SessionPublishersRequest>,
+) -> Result<ApiJson<SessionSummaryResponse>, ErrorReply> {
+    let (epoch, slots) = covered_slots(&s, &req)?;
+    let slots = s
+        .store
+        .session_summaries(&req.session, |slot| slots.binary_search(&slot).is_ok())
+        .into_iter()
+        .map(|(slot, tally)| SlotSummary { slot, tally })
+        .collect();
+    Ok(ApiJson(SessionSummaryResponse { epoch, slots }))
 }
 
 async fn replicate(

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use registry_common::id::DataInfoId;
 use registry_common::member::MemberId;
-use registry_common::model::{Datum, Publisher, PublisherKey, PushDatum};
+use registry_common::model::{Datum, Publisher, PublisherKey, PushDatum, Tally};
 use registry_common::proto::data::{OpRecord, PublisherDigest, ReplicatedOp};
 use registry_common::slot::{slot_of, SlotId};
 use registry_common::version::VersionClock;
@@ -125,41 +125,44 @@ impl DatumState {
 
     /// Adds or replaces a publisher, keeping the slot's owner counts.
     fn put(&mut self, publisher: Arc<Publisher>, owners: &mut Owners) {
-        owners.add(&publisher.session);
+        owners.add(&publisher);
         if let Some(old) = self.publishers.insert(publisher.key.clone(), publisher) {
-            owners.sub(&old.session);
+            owners.sub(&old);
         }
     }
 
     /// Removes a publisher, keeping the slot's owner counts.
     fn take(&mut self, key: &PublisherKey, owners: &mut Owners) {
         if let Some(old) = self.publishers.remove(key) {
-            owners.sub(&old.session);
+            owners.sub(&old);
         }
     }
 }
 
-/// How many publishers each session server owns in one slot: lets the session cleanup find
-/// departed owners (`sessions_in`, every few seconds) and their publishers
-/// (`remove_session`, `session_digests`) without walking every publisher of every slot.
+/// The [`Tally`] of the publishers each session server owns in one slot: lets the session
+/// cleanup find departed owners (`sessions_in`, every few seconds) and their publishers
+/// (`remove_session`, `session_digests`), and a session compare its copy of a slot
+/// (`session_summaries`), without walking every publisher of every slot.
 #[derive(Debug, Default)]
-struct Owners(HashMap<MemberId, usize>);
+struct Owners(HashMap<MemberId, Tally>);
 
 impl Owners {
-    fn add(&mut self, session: &MemberId) {
-        match self.0.get_mut(session) {
-            Some(n) => *n += 1,
+    fn add(&mut self, p: &Publisher) {
+        match self.0.get_mut(&p.session) {
+            Some(t) => t.add(p),
             None => {
-                self.0.insert(session.clone(), 1);
+                let mut t = Tally::default();
+                t.add(p);
+                self.0.insert(p.session.clone(), t);
             }
         }
     }
 
-    fn sub(&mut self, session: &MemberId) {
-        if let Some(n) = self.0.get_mut(session) {
-            *n -= 1;
-            if *n == 0 {
-                self.0.remove(session);
+    fn sub(&mut self, p: &Publisher) {
+        if let Some(t) = self.0.get_mut(&p.session) {
+            t.sub(p);
+            if t.is_empty() {
+                self.0.remove(&p.session);
             }
         }
     }
@@ -434,7 +437,7 @@ impl Store {
         }
         self.clock.observe(datum.version);
         for old in std::mem::take(&mut state.publishers).into_values() {
-            owners.sub(&old.session);
+            owners.sub(&old);
         }
         for p in datum.publishers {
             state.put(Arc::new(p), owners);
@@ -502,6 +505,24 @@ impl Store {
         out
     }
 
+    /// The tally of what `session` owns in each slot `in_slot` accepts (empty where it owns
+    /// nothing).
+    pub fn session_summaries(
+        &self,
+        session: &MemberId,
+        in_slot: impl Fn(SlotId) -> bool,
+    ) -> Vec<(SlotId, Tally)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(slot, _)| in_slot(*slot as SlotId))
+            .map(|(slot, shard)| {
+                let tally = shard.lock().owners.0.get(session).copied();
+                (slot as SlotId, tally.unwrap_or_default())
+            })
+            .collect()
+    }
+
     /// The session servers that own publishers in the slots `in_slot` accepts.
     pub fn sessions_in(
         &self,
@@ -558,11 +579,11 @@ mod tests {
         }
     }
 
-    /// The owner counts behind `sessions_in` and the cleanup's skipping of slots agree with
-    /// the publishers actually held, whatever mix of writes, moves between sessions,
+    /// The owner tallies behind `sessions_in`, the cleanup's skipping of slots and
+    /// `session_summaries` agree with the publishers actually held, whatever mix of writes, moves between sessions,
     /// removals, full installs and dropped slots came before.
     #[test]
-    fn owner_counts_follow_every_kind_of_change() {
+    fn owner_tallies_follow_every_kind_of_change() {
         let store = Store::new(4, LogLimits::default());
         let ids: Vec<DataInfoId> = (0..6)
             .map(|i| DataInfoId::new(&format!("svc{i}"), None, None).unwrap())
@@ -618,6 +639,22 @@ mod tests {
                 .flat_map(|d| d.publishers.into_iter().map(|p| p.session))
                 .collect();
             assert_eq!(store.sessions_in(|_| true), held, "after change {round}");
+            for session in &sessions {
+                let mut want = vec![Tally::default(); store.slot_count() as usize];
+                for slot in 0..store.slot_count() {
+                    for d in store.slot_datums(slot, ok).unwrap() {
+                        for p in d.publishers.iter().filter(|p| &p.session == session) {
+                            want[slot as usize].add(p);
+                        }
+                    }
+                }
+                let got: Vec<Tally> = store
+                    .session_summaries(session, |_| true)
+                    .into_iter()
+                    .map(|(_, t)| t)
+                    .collect();
+                assert_eq!(got, want, "tallies of {session:?} after change {round}");
+            }
         }
     }
 

@@ -1,10 +1,12 @@
 //! Keeping the data tier and the session's caches true to the session's authoritative copy.
 //!
 //! Two jobs share one worker task:
-//! - **Repair** of slots: for the slots asked for, ask each primary which publishers it holds
-//!   for this session (`/data/v1/session-publishers`) and compare with the publishers this
-//!   session holds: a missing or different one is published again, one the primary holds for
-//!   this session that the session no longer has is removed. Runs at once for the slots whose
+//! - **Repair** of slots: for the slots asked for, ask each primary for a tally (count and
+//!   fingerprint sum) of what it holds for this session per slot (`/data/v1/session-summary`)
+//!   and compare with the session's own; where they differ, ask for those publishers
+//!   (`/data/v1/session-publishers`) and compare one by one: a missing or different one is
+//!   published again, one the primary holds for this session that the session no longer has
+//!   is removed. Runs at once for the slots whose
 //!   primary changed in a new view (failover, migration), and for every slot each interval.
 //! - **Version pull**, each interval: one batched version query per data server for every
 //!   dataInfoId with local subscribers; anything newer than the cache is fetched and pushed,
@@ -27,12 +29,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use registry_common::error::ErrorCode;
 use registry_common::id::DataInfoId;
 use registry_common::member::ClusterView;
-use registry_common::model::PublisherKey;
+use registry_common::model::{Publisher, PublisherKey};
 use registry_common::proto::data::{
     FetchRequest, PublisherDigest, SessionPublishersRequest, SessionPublishersResponse,
-    VersionsResponse, WriteOp,
+    SessionSummaryResponse, VersionsResponse, WriteOp,
 };
 use registry_common::slot::{slot_of, SlotId};
 use registry_rpc::backoff::Backoff;
@@ -64,6 +67,8 @@ pub struct Reconciler {
     handed_over: Mutex<HashMap<PublisherKey, Instant>>,
     /// Repair passes finished, for status and tests.
     passes: std::sync::atomic::AtomicU64,
+    /// Slots compared publisher by publisher because their tallies differed, for tests.
+    compared: std::sync::atomic::AtomicU64,
 }
 
 impl Reconciler {
@@ -113,6 +118,11 @@ impl Reconciler {
         self.passes.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Slots compared publisher by publisher so far (their tallies differed).
+    pub fn slots_compared(&self) -> u64 {
+        self.compared.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Publishers being handed over to other sessions.
     pub fn handovers(&self) -> usize {
         self.handed_over.lock().len()
@@ -138,13 +148,19 @@ impl Reconciler {
 
 /// Compares, for the `only` slots (all if `None`), what each primary holds for this session
 /// with the session's own publishers, and queues the writes that make them equal.
+///
+/// First each primary sends one tally per slot (`/data/v1/session-summary`); only the slots
+/// whose tally differs from the session's are compared publisher by publisher
+/// (`/data/v1/session-publishers`). A pass over a cluster in agreement so costs a few bytes
+/// per slot, whatever the number of publishers.
 pub async fn repair(
     state: &SessionState,
     view: &ClusterView,
     only: Option<&BTreeSet<SlotId>>,
 ) -> Repaired {
+    let slot_count = view.slots.slot_count();
     let mut by_primary: HashMap<String, Vec<SlotId>> = HashMap::new();
-    for slot in 0..view.slots.slot_count() {
+    for slot in 0..slot_count {
         if only.is_some_and(|o| !o.contains(&slot)) {
             continue;
         }
@@ -157,86 +173,60 @@ pub async fn repair(
             by_primary.entry(addr.to_owned()).or_default().push(slot);
         }
     }
-    let asks = by_primary.into_iter().map(|(addr, slots)| {
+    let by_primary: Vec<(String, Vec<SlotId>)> = by_primary.into_iter().collect();
+    let asks = by_primary.iter().map(|(addr, slots)| {
         let req = SessionPublishersRequest {
             epoch: view.epoch,
             session: state.id.clone(),
             // Empty means "all"; ask explicitly when a subset is wanted.
-            slots: if only.is_some() { slots } else { Vec::new() },
+            slots: if only.is_some() {
+                slots.clone()
+            } else {
+                Vec::new()
+            },
         };
         async move {
-            let r: Result<SessionPublishersResponse, RpcError> = state
+            let r: Result<SessionSummaryResponse, RpcError> = state
                 .http
-                .post(&addr, "/data/v1/session-publishers", &req)
+                .post(addr, "/data/v1/session-summary", &req)
                 .await;
-            (addr, r)
+            r
         }
     });
     let answers = futures::future::join_all(asks).await;
-    // Read our own publishers only after the primaries answered: anything registered before
-    // they answered is in this list, so nothing the session holds is mistaken for a stray.
-    let mine = state.registry.publishers();
-    let now = Instant::now();
-    let slot_count = view.slots.slot_count();
+    // Read our own tallies only after the primaries answered: anything registered before
+    // they answered is counted, so nothing the session holds is mistaken for a stray.
+    let mine = state.registry.tallies(slot_count);
     let mut out = Repaired::default();
-    let mut ops: Vec<WriteOp> = Vec::new();
-    for (addr, answer) in answers {
-        let resp = match answer {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(data = %addr, "repair query failed: {e}");
-                continue;
+    let mut differ: Vec<(String, Vec<SlotId>)> = Vec::new();
+    for ((addr, slots), answer) in by_primary.into_iter().zip(answers) {
+        match answer {
+            Ok(resp) => {
+                let mut unequal = Vec::new();
+                for s in resp.slots {
+                    if only.is_some_and(|o| !o.contains(&s.slot)) || s.slot >= slot_count {
+                        continue;
+                    }
+                    if mine.get(s.slot as usize) == Some(&s.tally) {
+                        out.covered.insert(s.slot);
+                    } else {
+                        unequal.push(s.slot);
+                    }
+                }
+                if !unequal.is_empty() {
+                    differ.push((addr, unequal));
+                }
             }
-        };
-        let covered: BTreeSet<SlotId> = resp
-            .slots
-            .iter()
-            .copied()
-            .filter(|s| only.is_none_or(|o| o.contains(s)))
-            .collect();
-        let held: HashMap<&PublisherKey, &PublisherDigest> =
-            resp.publishers.iter().map(|d| (&d.key, d)).collect();
-        for p in mine
-            .iter()
-            .filter(|p| covered.contains(&slot_of(&p.data_info_id, slot_count)))
-        {
-            let same = held.get(&p.key).is_some_and(|d| {
-                d.data_info_id == p.data_info_id
-                    && d.conn_id == p.conn_id
-                    && d.version == p.version
-                    && d.registered_at_ms == p.registered_at_ms
-            });
-            if !same {
-                out.republished += 1;
-                ops.push(WriteOp::Publish {
-                    publisher: (**p).clone(),
-                });
-            }
+            // A data server of an earlier release: compare its slots publisher by publisher.
+            Err(e) if e.code() == ErrorCode::NotFound => differ.push((addr, slots)),
+            Err(e) => tracing::debug!(data = %addr, "repair summary failed: {e}"),
         }
-        // A publisher the session holds under another dataInfoId (it moved) is a stray at
-        // the old one.
-        let owned: HashMap<&PublisherKey, (u64, &DataInfoId)> = mine
-            .iter()
-            .map(|p| (&p.key, (p.conn_id, &p.data_info_id)))
-            .collect();
-        for d in &resp.publishers {
-            if !covered.contains(&slot_of(&d.data_info_id, slot_count)) {
-                continue;
-            }
-            if owned.get(&d.key) != Some(&(d.conn_id, &d.data_info_id))
-                && !state.reconciler.handing_over(&d.key, now)
-            {
-                out.removed += 1;
-                ops.push(WriteOp::Unpublish {
-                    data_info_id: d.data_info_id.clone(),
-                    key: d.key.clone(),
-                    session: state.id.clone(),
-                    conn_id: d.conn_id,
-                });
-            }
-        }
-        out.covered.extend(covered);
     }
+    let ops = if differ.is_empty() {
+        Vec::new()
+    } else {
+        compare(state, view, differ, &mut out).await
+    };
     // Publishers with a write already on its way are left to it (it carries a later state).
     (out.republished, out.removed) = state.forwarder.submit_repair(ops);
     state
@@ -264,6 +254,101 @@ pub async fn repair(
     out
 }
 
+/// Compares the slots of `asks` (primary address, slots) publisher by publisher; adds the
+/// slots compared to `out.covered` and returns the writes that make the primaries equal to
+/// this session.
+async fn compare(
+    state: &SessionState,
+    view: &ClusterView,
+    asks: Vec<(String, Vec<SlotId>)>,
+    out: &mut Repaired,
+) -> Vec<WriteOp> {
+    let slot_count = view.slots.slot_count();
+    let asked: BTreeSet<SlotId> = asks.iter().flat_map(|(_, s)| s.iter().copied()).collect();
+    state
+        .reconciler
+        .compared
+        .fetch_add(asked.len() as u64, std::sync::atomic::Ordering::AcqRel);
+    let asks = asks.into_iter().map(|(addr, slots)| {
+        let req = SessionPublishersRequest {
+            epoch: view.epoch,
+            session: state.id.clone(),
+            slots,
+        };
+        async move {
+            let r: Result<SessionPublishersResponse, RpcError> = state
+                .http
+                .post(&addr, "/data/v1/session-publishers", &req)
+                .await;
+            (addr, r)
+        }
+    });
+    let answers = futures::future::join_all(asks).await;
+    // As above: our own publishers are read after the primaries answered.
+    let mine = state
+        .registry
+        .publishers_in(slot_count, |s| asked.contains(&s));
+    let now = Instant::now();
+    let mut ops: Vec<WriteOp> = Vec::new();
+    for (addr, answer) in answers {
+        let resp = match answer {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(data = %addr, "repair query failed: {e}");
+                continue;
+            }
+        };
+        let covered: BTreeSet<SlotId> = resp
+            .slots
+            .iter()
+            .copied()
+            .filter(|s| asked.contains(s))
+            .collect();
+        let held: HashMap<&PublisherKey, &PublisherDigest> =
+            resp.publishers.iter().map(|d| (&d.key, d)).collect();
+        let mine_here: Vec<&Arc<Publisher>> = mine
+            .iter()
+            .filter(|p| covered.contains(&slot_of(&p.data_info_id, slot_count)))
+            .collect();
+        for p in &mine_here {
+            let same = held.get(&p.key).is_some_and(|d| {
+                d.data_info_id == p.data_info_id
+                    && d.conn_id == p.conn_id
+                    && d.version == p.version
+                    && d.registered_at_ms == p.registered_at_ms
+            });
+            if !same {
+                ops.push(WriteOp::Publish {
+                    publisher: (***p).clone(),
+                });
+            }
+        }
+        // A publisher the session holds under another dataInfoId (it moved) is a stray at
+        // the old one.
+        let owned: HashMap<&PublisherKey, (u64, &DataInfoId)> = mine_here
+            .iter()
+            .map(|p| (&p.key, (p.conn_id, &p.data_info_id)))
+            .collect();
+        for d in &resp.publishers {
+            if !covered.contains(&slot_of(&d.data_info_id, slot_count)) {
+                continue;
+            }
+            if owned.get(&d.key) != Some(&(d.conn_id, &d.data_info_id))
+                && !state.reconciler.handing_over(&d.key, now)
+            {
+                ops.push(WriteOp::Unpublish {
+                    data_info_id: d.data_info_id.clone(),
+                    key: d.key.clone(),
+                    session: state.id.clone(),
+                    conn_id: d.conn_id,
+                });
+            }
+        }
+        out.covered.extend(covered);
+    }
+    ops
+}
+
 /// Asks every data server for the versions of the subscribed dataInfoIds it is primary of
 /// (those in `only` when given) and fetches whatever is newer than the cache. Returns how
 /// many were newer.
@@ -283,42 +368,45 @@ pub async fn pull_versions(
         }
     }
     let max = state.config.max_batch.max(1);
-    let asks = by_primary.into_iter().flat_map(|(addr, ids)| {
-        ids.chunks(max)
-            .map(|chunk| {
-                let req = FetchRequest {
-                    epoch: view.epoch,
-                    ids: chunk.to_vec(),
-                    compact: false,
-                };
-                let addr = addr.clone();
-                async move {
-                    let started = std::time::Instant::now();
-                    let r: Result<VersionsResponse, RpcError> =
-                        state.http.post(&addr, "/data/v1/versions", &req).await;
-                    state
-                        .metrics
-                        .reconcile_latency
-                        .observe(started.elapsed().as_secs_f64());
-                    r
+    // One query at a time to each data server (the servers in parallel): a pull of every
+    // subscribed id is spread over its round trips instead of landing on the data tier, and
+    // coming back to this session, all at once.
+    let pulls = by_primary.into_iter().map(|(addr, ids)| async move {
+        let mut newer = 0;
+        for chunk in ids.chunks(max) {
+            let req = FetchRequest {
+                epoch: view.epoch,
+                ids: chunk.to_vec(),
+                compact: false,
+            };
+            let started = std::time::Instant::now();
+            let answer: Result<VersionsResponse, RpcError> =
+                state.http.post(&addr, "/data/v1/versions", &req).await;
+            state
+                .metrics
+                .reconcile_latency
+                .observe(started.elapsed().as_secs_f64());
+            let resp = match answer {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::debug!(data = %addr, "version pull failed: {e}");
+                    break;
                 }
-            })
-            .collect::<Vec<_>>()
-    });
-    let mut newer = 0;
-    for answer in futures::future::join_all(asks).await {
-        let Ok(resp) = answer else { continue };
-        for v in resp.versions {
-            if state
-                .pusher
-                .cached_version(&v.data_info_id)
-                .is_none_or(|c| v.version > c)
-            {
-                newer += 1;
-                state.pusher.request_fetch(v.data_info_id, v.version);
+            };
+            for v in resp.versions {
+                if state
+                    .pusher
+                    .cached_version(&v.data_info_id)
+                    .is_none_or(|c| v.version > c)
+                {
+                    newer += 1;
+                    state.pusher.request_fetch(v.data_info_id, v.version);
+                }
             }
         }
-    }
+        newer
+    });
+    let newer: usize = futures::future::join_all(pulls).await.into_iter().sum();
     if newer > 0 {
         tracing::info!(newer, "version pull found changes the notifications missed");
         state

@@ -14,8 +14,9 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 use registry_common::id::DataInfoId;
 use registry_common::member::MemberId;
-use registry_common::model::{validate_registration, Publisher, PublisherKey};
+use registry_common::model::{validate_registration, Publisher, PublisherKey, Tally};
 use registry_common::proto::data::WriteOp;
+use registry_common::slot::{slot_of, SlotId};
 use registry_common::time::now_ms;
 use tokio::sync::mpsc;
 
@@ -87,7 +88,7 @@ pub struct Registry {
     conns: Mutex<HashMap<ConnId, Arc<Conn>>>,
     next_conn: AtomicU64,
     /// The authoritative publishers of this session's clients.
-    publishers: Mutex<HashMap<PublisherKey, Arc<Publisher>>>,
+    publishers: Mutex<Held>,
     metrics: SessionMetrics,
     /// Capacity of each connection's outbox.
     outbox_frames: usize,
@@ -106,7 +107,7 @@ impl Registry {
             session,
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
-            publishers: Mutex::new(HashMap::new()),
+            publishers: Mutex::new(Held::default()),
             metrics,
             outbox_frames,
             limits,
@@ -167,7 +168,7 @@ impl Registry {
         };
         let mut ops = Vec::new();
         let mut publishers = self.publishers.lock();
-        if let Some(cur) = publishers.get(&key) {
+        if let Some(cur) = publishers.map.get(&key) {
             let same_conn = cur.owned_by(&self.session, conn.id);
             // A republish moves the version forward. A lower version has been superseded by
             // a newer registration of the same publisher (an SDK's concurrent republishes
@@ -205,7 +206,7 @@ impl Registry {
             zone: hello.zone.clone(),
             app: hello.app.clone(),
         });
-        if publishers.insert(key, publisher.clone()).is_none() {
+        if publishers.insert(publisher.clone()).is_none() {
             self.metrics.publishers.inc();
         }
         drop(publishers);
@@ -241,6 +242,7 @@ impl Registry {
     fn remove_if_owned(&self, key: &PublisherKey, conn_id: ConnId) -> Option<WriteOp> {
         let mut publishers = self.publishers.lock();
         let owned = publishers
+            .map
             .get(key)
             .is_some_and(|p| p.owned_by(&self.session, conn_id));
         if !owned {
@@ -258,7 +260,7 @@ impl Registry {
     pub fn withdraw_refused(&self, refused: &Publisher) -> Option<(WriteOp, Option<Arc<Conn>>)> {
         let removed = {
             let mut publishers = self.publishers.lock();
-            let held = publishers.get(&refused.key).is_some_and(|p| {
+            let held = publishers.map.get(&refused.key).is_some_and(|p| {
                 p.version == refused.version && p.owned_by(&self.session, refused.conn_id)
             });
             if !held {
@@ -297,12 +299,77 @@ impl Registry {
 
     /// Every publisher this session holds.
     pub fn publishers(&self) -> Vec<Arc<Publisher>> {
-        self.publishers.lock().values().cloned().collect()
+        self.publishers.lock().map.values().cloned().collect()
+    }
+
+    /// The publishers this session holds in the slots `in_slot` accepts, of `slot_count`.
+    pub fn publishers_in(
+        &self,
+        slot_count: u32,
+        in_slot: impl Fn(SlotId) -> bool,
+    ) -> Vec<Arc<Publisher>> {
+        self.publishers
+            .lock()
+            .map
+            .values()
+            .filter(|p| in_slot(slot_of(&p.data_info_id, slot_count)))
+            .cloned()
+            .collect()
+    }
+
+    /// The tally of the publishers this session holds in each of `slot_count` slots.
+    pub fn tallies(&self, slot_count: u32) -> Vec<Tally> {
+        let mut held = self.publishers.lock();
+        if held.tallies.len() != slot_count.max(1) as usize {
+            held.count_slots(slot_count);
+        }
+        held.tallies.clone()
     }
 
     /// The publisher held under `key`, if any.
     pub fn publisher(&self, key: &PublisherKey) -> Option<Arc<Publisher>> {
-        self.publishers.lock().get(key).cloned()
+        self.publishers.lock().map.get(key).cloned()
+    }
+}
+
+/// The session's publishers with their [`Tally`] per slot, kept together under one lock so
+/// that a tally always describes the map beside it. The tallies are counted on first use,
+/// once the slot count is known, and again if it ever changes.
+#[derive(Default)]
+struct Held {
+    map: HashMap<PublisherKey, Arc<Publisher>>,
+    /// One per slot; empty until first asked for.
+    tallies: Vec<Tally>,
+}
+
+impl Held {
+    /// Adds or replaces a publisher; returns the one replaced.
+    fn insert(&mut self, p: Arc<Publisher>) -> Option<Arc<Publisher>> {
+        self.tally(&p, Tally::add);
+        let old = self.map.insert(p.key.clone(), p)?;
+        self.tally(&old, Tally::sub);
+        Some(old)
+    }
+
+    fn remove(&mut self, key: &PublisherKey) -> Option<Arc<Publisher>> {
+        let old = self.map.remove(key)?;
+        self.tally(&old, Tally::sub);
+        Some(old)
+    }
+
+    fn tally(&mut self, p: &Publisher, f: fn(&mut Tally, &Publisher)) {
+        if !self.tallies.is_empty() {
+            let slot = slot_of(&p.data_info_id, self.tallies.len() as u32);
+            f(&mut self.tallies[slot as usize], p);
+        }
+    }
+
+    fn count_slots(&mut self, slot_count: u32) {
+        self.tallies = vec![Tally::default(); slot_count.max(1) as usize];
+        for p in self.map.values() {
+            let slot = slot_of(&p.data_info_id, slot_count.max(1));
+            self.tallies[slot as usize].add(p);
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Sessions write to a slot's primary (`/data/v1/write`), read datums and versions from any
 //! holder (`/data/v1/fetch`, `/data/v1/versions`) and compare what a data server holds for
-//! them (`/data/v1/session-publishers`). Data servers tell sessions about changes
+//! them (`/data/v1/session-summary`, then `/data/v1/session-publishers` for the slots that
+//! differ). Data servers tell sessions about changes
 //! (`/session/v1/changes`) and ship operations to replicas (`/data/v1/replicate`,
 //! `/data/v1/sync`). Every request names the epoch of the slot table the caller routed by.
 
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::id::DataInfoId;
 use crate::member::MemberId;
-use crate::model::{Datum, Publisher, PublisherKey, PushDatum};
+use crate::model::{Datum, Publisher, PublisherKey, PushDatum, Tally};
 use crate::slot::SlotId;
 
 /// One write, addressed to the primary of the dataInfoId's slot.
@@ -194,6 +195,28 @@ pub struct SessionPublishersResponse {
     pub epoch: u64,
     pub slots: Vec<SlotId>,
     pub publishers: Vec<PublisherDigest>,
+}
+
+/// `POST /data/v1/session-summary` (same request as [`SessionPublishersRequest`]): one
+/// [`Tally`] per slot of what this data server holds, as primary, for the session. The
+/// session asks for the publishers of a slot (`/data/v1/session-publishers`) only when the
+/// tallies differ, so a pass over slots that agree costs a few bytes per slot.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionSummaryResponse {
+    pub epoch: u64,
+    /// The slots covered (asked for, primary here and completely copied in), each with its
+    /// tally (empty when the session owns nothing there).
+    pub slots: Vec<SlotSummary>,
+}
+
+/// One slot's [`Tally`] in a [`SessionSummaryResponse`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotSummary {
+    pub slot: SlotId,
+    #[serde(flatten)]
+    pub tally: Tally,
 }
 
 /// One change as replicas receive it: the op and the datum versions around it.

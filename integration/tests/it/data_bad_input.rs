@@ -158,16 +158,19 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
         (status, body["code"].as_str()),
         (400, Some("invalid_argument"))
     );
-    let (status, body) = raw_post(
-        &p_addr,
-        "/data/v1/session-publishers",
-        json!({"epoch": view.epoch, "session": "x", "slots": [99_999]}).to_string(),
-    )
-    .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("invalid_argument"))
-    );
+    for path in ["/data/v1/session-publishers", "/data/v1/session-summary"] {
+        let (status, body) = raw_post(
+            &p_addr,
+            path,
+            json!({"epoch": view.epoch, "session": "x", "slots": [99_999]}).to_string(),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_argument")),
+            "{path}"
+        );
+    }
 
     // Replication from a server that is not the slot's primary is refused.
     let forged = ReplicateRequest {

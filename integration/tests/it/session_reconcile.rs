@@ -98,6 +98,21 @@ async fn the_data_tier_is_repaired_from_the_session() {
     )
     .await;
 
+    // In agreement, a pass compares tallies only, never publishers.
+    let reconciler = &cluster.sessions[0].server().state().reconciler;
+    let (passes, compared) = (reconciler.repair_passes(), reconciler.slots_compared());
+    until(
+        "two more repair passes",
+        Duration::from_secs(10),
+        || async { reconciler.repair_passes() >= passes + 2 },
+    )
+    .await;
+    assert_eq!(
+        reconciler.slots_compared(),
+        compared,
+        "slots compared publisher by publisher while the tiers agreed"
+    );
+
     // Behind the session's back: drop five publishers and plant a stray in its name.
     let ok = || Ok::<(), ()>(());
     for id in &ids[..5] {
@@ -137,6 +152,10 @@ async fn the_data_tier_is_repaired_from_the_session() {
         },
     )
     .await;
+    assert!(
+        reconciler.slots_compared() > compared,
+        "the slots that differed were compared publisher by publisher"
+    );
 }
 
 /// A primary killed right after a change can take that change's notification to a session
