@@ -28,6 +28,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use parking_lot::Mutex;
 use registry_common::error::ErrorCode;
 use registry_common::id::DataInfoId;
@@ -368,45 +369,71 @@ pub async fn pull_versions(
         }
     }
     let max = state.config.max_batch.max(1);
-    // One query at a time to each data server (the servers in parallel): a pull of every
-    // subscribed id is spread over its round trips instead of landing on the data tier, and
-    // coming back to this session, all at once.
-    let pulls = by_primary.into_iter().map(|(addr, ids)| async move {
-        let mut newer = 0;
-        for chunk in ids.chunks(max) {
-            let req = FetchRequest {
-                epoch: view.epoch,
-                ids: chunk.to_vec(),
-                compact: false,
-            };
-            let started = std::time::Instant::now();
-            let answer: Result<VersionsResponse, RpcError> =
-                state.http.post(&addr, "/data/v1/versions", &req).await;
-            state
-                .metrics
-                .reconcile_latency
-                .observe(started.elapsed().as_secs_f64());
-            let resp = match answer {
-                Ok(resp) => resp,
-                Err(e) => {
-                    tracing::debug!(data = %addr, "version pull failed: {e}");
-                    break;
+    // The periodic pull of every subscribed id sends one batch at a time to each data server
+    // (the servers in parallel), so it is spread over its round trips instead of landing on
+    // the data tier, and coming back to this session, all at once. The pull of the slots
+    // that just moved makes good the changes a failover lost: all of it at once.
+    let in_flight = if only.is_some() { usize::MAX } else { 1 };
+    let batches: Vec<(String, Vec<DataInfoId>)> = by_primary
+        .into_iter()
+        .flat_map(|(addr, ids)| {
+            ids.chunks(max)
+                .map(|chunk| (addr.clone(), chunk.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut per_server: HashMap<String, Vec<Vec<DataInfoId>>> = HashMap::new();
+    for (addr, ids) in batches {
+        per_server.entry(addr).or_default().push(ids);
+    }
+    let pulls = per_server.into_iter().map(|(addr, batches)| {
+        let addr = Arc::new(addr);
+        futures::stream::iter(batches)
+            .map(move |ids| {
+                let addr = addr.clone();
+                async move {
+                    let req = FetchRequest {
+                        epoch: view.epoch,
+                        ids,
+                        compact: false,
+                    };
+                    let started = std::time::Instant::now();
+                    let answer: Result<VersionsResponse, RpcError> =
+                        state.http.post(&addr, "/data/v1/versions", &req).await;
+                    state
+                        .metrics
+                        .reconcile_latency
+                        .observe(started.elapsed().as_secs_f64());
+                    match answer {
+                        Ok(resp) => Some(resp),
+                        Err(e) => {
+                            tracing::debug!(data = %addr, "version pull failed: {e}");
+                            None
+                        }
+                    }
                 }
-            };
-            for v in resp.versions {
-                if state
-                    .pusher
-                    .cached_version(&v.data_info_id)
-                    .is_none_or(|c| v.version > c)
-                {
-                    newer += 1;
-                    state.pusher.request_fetch(v.data_info_id, v.version);
-                }
+            })
+            .buffer_unordered(in_flight)
+            .collect::<Vec<_>>()
+    });
+    let mut newer = 0;
+    for resp in futures::future::join_all(pulls)
+        .await
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for v in resp.versions {
+            if state
+                .pusher
+                .cached_version(&v.data_info_id)
+                .is_none_or(|c| v.version > c)
+            {
+                newer += 1;
+                state.pusher.request_fetch(v.data_info_id, v.version);
             }
         }
-        newer
-    });
-    let newer: usize = futures::future::join_all(pulls).await.into_iter().sum();
+    }
     if newer > 0 {
         tracing::info!(newer, "version pull found changes the notifications missed");
         state
