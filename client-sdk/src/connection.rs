@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use rand::RngExt;
+use registry_common::backoff::Backoff;
 use registry_common::error::ErrorCode;
 use registry_common::proto::client::{ClientFrame, ServerFrame, CLOSE_MOVING, PROTOCOL_VERSION};
 use tokio::net::TcpStream;
@@ -23,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use crate::client::{ConnectionState, Shared, REFUSALS_BEFORE_GIVING_UP};
+use crate::client::{ClientConfig, ConnectionState, Shared, REFUSALS_BEFORE_GIVING_UP};
 use crate::error::SdkError;
 use crate::updates::DatumUpdate;
 
@@ -69,7 +70,7 @@ pub(crate) async fn run(
     };
     let mut preferred: Vec<String> = Vec::new();
     let mut carried: Vec<Waiter> = Vec::new();
-    let mut failures: u32 = 0;
+    let mut reconnects = Reconnects::new(&shared.config);
     // Hellos refused in a row for the credential.
     let mut refusals: u32 = 0;
     loop {
@@ -116,8 +117,7 @@ pub(crate) async fn run(
                     }
                     _ => refusals = 0,
                 }
-                failures = failures.saturating_add(1);
-                let delay = backoff(&shared, failures);
+                let delay = reconnects.next_delay();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.changed() => break,
@@ -125,7 +125,7 @@ pub(crate) async fn run(
                 continue;
             }
         };
-        failures = 0;
+        reconnects.reset();
         refusals = 0;
         let mut pending: HashMap<u64, Vec<Waiter>> = HashMap::new();
         if let Err(e) =
@@ -152,7 +152,7 @@ pub(crate) async fn run(
                 tracing::info!(session = %addr, "lost the session; reconnecting");
                 farewell(&mut ws).await;
                 shared.state.send_replace(ConnectionState::Connecting);
-                let delay = backoff(&shared, 1);
+                let delay = reconnects.next_delay();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.changed() => break,
@@ -178,14 +178,32 @@ pub(crate) async fn run(
     shared.state.send_replace(ConnectionState::Closed);
 }
 
-fn backoff(shared: &Shared, failures: u32) -> Duration {
-    let min = shared.config.reconnect_min;
-    let ceiling = min
-        .saturating_mul(1u32 << failures.min(16))
-        .min(shared.config.reconnect_max)
-        .max(min);
-    let us = ceiling.as_micros() as u64;
-    Duration::from_micros(rand::rng().random_range(us / 2..=us))
+/// The registry's one backoff, configured for reconnects: the first delay is uniform in
+/// `[reconnect_min, 2 × reconnect_min]`, later ones double up to `reconnect_max`, and none is
+/// shorter than `reconnect_min`.
+struct Reconnects {
+    backoff: Backoff,
+    min: Duration,
+}
+
+impl Reconnects {
+    fn new(config: &ClientConfig) -> Self {
+        let min = config.reconnect_min;
+        Self {
+            backoff: Backoff::new(min.saturating_mul(2), config.reconnect_max.max(min)),
+            min,
+        }
+    }
+
+    /// The delay before the next attempt.
+    fn next_delay(&mut self) -> Duration {
+        self.backoff.next_delay().max(self.min)
+    }
+
+    /// A connection succeeded: the next failure starts over.
+    fn reset(&mut self) {
+        self.backoff.reset();
+    }
 }
 
 /// Longest the SDK tries to tell a session it is leaving for another one.

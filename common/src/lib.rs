@@ -12,12 +12,14 @@
 //! - [`proto`]: wire messages: `client` (SDK <-> session WebSocket), `data` (session/data <-> data
 //!   HTTP), `meta` (servers <-> meta HTTP).
 //! - [`time`]: wall-clock helpers.
+//! - [`backoff`]: the one retry backoff (exponential with jitter) of servers and SDK.
 //! - [`auth`]: HMAC-SHA256 request and `hello` signing, cluster secrets and access keys.
 //! - [`acl`]: principals, their keys and permissions, and the compiled form servers check.
 //! - [`tls`]: TLS server and client configurations from PEM files.
 
 pub mod acl;
 pub mod auth;
+pub mod backoff;
 pub mod error;
 pub mod id;
 pub mod member;

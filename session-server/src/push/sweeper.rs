@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use registry_rpc::backoff::Backoff;
 
 use super::{Outgoing, Pusher};
 use crate::registry::Conn;
@@ -85,9 +86,11 @@ impl Deadlines {
 }
 
 impl Pusher {
-    /// How long the `attempts`-th send of a push waits for its ack: ack timeout × 2^(n-1).
+    /// How long the `attempts`-th send of a push waits for its ack: ack timeout × 2^(n-1), at
+    /// most 64 ack timeouts. No jitter: this is a deadline, not a retry against a server.
     fn ack_wait(&self, attempts: u32) -> Duration {
-        self.config.ack_timeout * (1u32 << attempts.saturating_sub(1).min(6))
+        let base = self.config.ack_timeout;
+        Backoff::ceiling(base, base.saturating_mul(64), attempts.saturating_sub(1))
     }
 
     /// When a push is first looked at again after its `attempts`-th send: its ack is due, or
