@@ -1,8 +1,8 @@
 //! Change notifications from this data server to every session server.
 //!
-//! One sender task per session server. A change marks `(dataInfoId, version)` pending for
-//! every session and wakes the senders; a sender takes everything pending and sends it in one
-//! batch (chunked), so an idle registry notifies at once and a busy one batches by itself:
+//! One [`registry_rpc::lane`] per session server. A change marks `(dataInfoId, version)`
+//! pending for every session and wakes the lanes; a lane takes everything pending and sends
+//! it in one batch (chunked), so an idle registry notifies at once and a busy one batches by itself:
 //! whatever arrives while a batch is in flight goes in the next. Pending changes are a map
 //! keyed by dataInfoId, so memory is bounded by the number of dataInfoIds however fast they
 //! churn. A failed batch is merged back and retried with backoff until the session leaves the
@@ -10,15 +10,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use registry_common::id::DataInfoId;
 use registry_common::member::{ClusterView, MemberId};
 use registry_common::proto::data::{Change, ChangeBatch};
-use registry_rpc::backoff::Backoff;
+use registry_rpc::lane::{Batcher, Lane, Round};
 use registry_rpc::{CancellationToken, HttpClient};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::metrics::DataMetrics;
 use crate::store::Store;
@@ -44,13 +43,11 @@ struct Shared {
     inline_max_publishers: usize,
 }
 
-/// One session server being notified.
-struct Target {
-    addr: String,
-    /// dataInfoId -> highest changed version not yet sent.
-    pending: Mutex<HashMap<DataInfoId, u64>>,
-    wake: Notify,
-    stop: CancellationToken,
+/// One session server being notified: dataInfoId -> highest changed version not yet sent.
+type Target = Lane<DataInfoId, u64>;
+
+fn highest(cur: &mut u64, v: u64) {
+    *cur = (*cur).max(v);
 }
 
 #[derive(Clone)]
@@ -91,30 +88,23 @@ impl Notifier {
         }
         let targets: Vec<Arc<Target>> = self.targets.lock().values().cloned().collect();
         for target in targets {
-            {
-                let mut pending = target.pending.lock();
-                for (id, version) in changes {
-                    let v = pending.entry(id.clone()).or_insert(0);
-                    *v = (*v).max(*version);
-                }
-            }
-            target.wake.notify_one();
+            target.push(changes.iter().cloned(), highest);
         }
     }
 
     /// Changes waiting to be sent, all sessions together.
     pub fn pending(&self) -> usize {
         let targets: Vec<Arc<Target>> = self.targets.lock().values().cloned().collect();
-        targets.iter().map(|t| t.pending.lock().len()).sum()
+        targets.iter().map(|t| t.len()).sum()
     }
 
     /// Makes the set of notified sessions match `sessions` (id, addr).
     pub fn set_targets(&self, sessions: &[(MemberId, String)]) {
         let mut targets = self.targets.lock();
         targets.retain(|id, t| {
-            let keep = sessions.iter().any(|(s, a)| s == id && a == &t.addr);
+            let keep = sessions.iter().any(|(s, a)| s == id && a == t.addr());
             if !keep {
-                t.stop.cancel();
+                t.stop();
             }
             keep
         });
@@ -122,98 +112,86 @@ impl Notifier {
             if targets.contains_key(id) {
                 continue;
             }
-            let target = Arc::new(Target {
-                addr: addr.clone(),
-                pending: Mutex::new(HashMap::new()),
-                wake: Notify::new(),
-                stop: self.shutdown.child_token(),
-            });
+            let target = Target::new(addr.clone(), self.shutdown.child_token());
             targets.insert(id.clone(), target.clone());
-            tokio::spawn(run_target(self.shared.clone(), target));
+            target.spawn(Notifications(self.shared.clone()));
         }
     }
 }
 
-async fn run_target(shared: Arc<Shared>, target: Arc<Target>) {
-    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
-    loop {
-        tokio::select! {
-            _ = target.wake.notified() => {}
-            _ = target.stop.cancelled() => return,
-        }
-        loop {
-            let taken: Vec<(DataInfoId, u64)> = {
-                let mut pending = target.pending.lock();
-                if pending.is_empty() {
-                    break;
-                }
-                let n = pending.len().min(MAX_CHANGES_PER_BATCH);
-                let keys: Vec<DataInfoId> = pending.keys().take(n).cloned().collect();
-                keys.into_iter()
-                    .filter_map(|k| pending.remove_entry(&k))
-                    .collect()
-            };
-            // Small datums ride along until the batch's inline budget is spent; the rest
-            // are announced by version only and fetched by the session.
-            let mut inline_left = MAX_INLINE_BYTES;
-            let changes: Vec<Change> = taken
-                .iter()
-                .map(|(id, version)| {
-                    let datum = shared
-                        .store
-                        .push_datum(id, shared.inline_max_publishers)
-                        .filter(|d| {
-                            let b = d.approx_bytes();
-                            let fits = b <= inline_left;
-                            if fits {
-                                inline_left -= b;
-                            }
-                            fits
-                        });
-                    Change {
-                        data_info_id: id.clone(),
-                        version: datum.as_ref().map_or(*version, |d| d.version.max(*version)),
-                        datum,
-                    }
-                })
-                .collect();
-            let batch = ChangeBatch {
-                from: shared.from.clone(),
-                epoch: shared.view.borrow().epoch,
-                changes,
-            };
-            let started = std::time::Instant::now();
-            let rid = registry_rpc::request_id::fresh();
-            let sent: Result<serde_json::Value, _> = registry_rpc::request_id::scope(
-                rid.clone(),
-                shared.http.post(&target.addr, CHANGES_PATH, &batch),
-            )
-            .await;
-            shared
-                .metrics
-                .notify_latency
-                .observe(started.elapsed().as_secs_f64());
-            match sent {
-                Ok(_) => {
-                    backoff.reset();
-                    shared.metrics.notifications.inc_by(taken.len() as u64);
-                }
-                Err(e) => {
-                    shared.metrics.notify_failures.inc();
-                    tracing::debug!(request = %rid, to = %target.addr, "change notification failed: {e}");
-                    {
-                        let mut pending = target.pending.lock();
-                        for (id, version) in taken {
-                            let v = pending.entry(id).or_insert(0);
-                            *v = (*v).max(version);
+/// A notification lane's sending: one `/session/v1/changes` of up to
+/// [`MAX_CHANGES_PER_BATCH`] changes with at most [`MAX_INLINE_BYTES`] of datums riding
+/// along; a failed batch is merged back into the lane.
+struct Notifications(Arc<Shared>);
+
+impl Batcher<DataInfoId, u64> for Notifications {
+    fn max_items(&self) -> usize {
+        MAX_CHANGES_PER_BATCH
+    }
+
+    async fn send(
+        &mut self,
+        target: &Arc<Target>,
+        taken: Vec<(DataInfoId, u64)>,
+    ) -> Round<DataInfoId, u64> {
+        let shared = &self.0;
+        // Small datums ride along until the batch's inline budget is spent; the rest are
+        // announced by version only and fetched by the session.
+        let mut inline_left = MAX_INLINE_BYTES;
+        let changes: Vec<Change> = taken
+            .iter()
+            .map(|(id, version)| {
+                let datum = shared
+                    .store
+                    .push_datum(id, shared.inline_max_publishers)
+                    .filter(|d| {
+                        let b = d.approx_bytes();
+                        let fits = b <= inline_left;
+                        if fits {
+                            inline_left -= b;
                         }
-                    }
-                    tokio::select! {
-                        _ = backoff.wait() => {}
-                        _ = target.stop.cancelled() => return,
-                    }
+                        fits
+                    });
+                Change {
+                    data_info_id: id.clone(),
+                    version: datum.as_ref().map_or(*version, |d| d.version.max(*version)),
+                    datum,
+                }
+            })
+            .collect();
+        let batch = ChangeBatch {
+            from: shared.from.clone(),
+            epoch: shared.view.borrow().epoch,
+            changes,
+        };
+        let started = std::time::Instant::now();
+        let rid = registry_rpc::request_id::fresh();
+        let sent: Result<serde_json::Value, _> = registry_rpc::request_id::scope(
+            rid.clone(),
+            shared.http.post(target.addr(), CHANGES_PATH, &batch),
+        )
+        .await;
+        shared
+            .metrics
+            .notify_latency
+            .observe(started.elapsed().as_secs_f64());
+        match sent {
+            Ok(_) => {
+                shared.metrics.notifications.inc_by(taken.len() as u64);
+                Round::Done
+            }
+            Err(e) => {
+                shared.metrics.notify_failures.inc();
+                tracing::debug!(request = %rid, to = %target.addr(), "change notification failed: {e}");
+                Round::Retry {
+                    answered: false,
+                    items: taken,
                 }
             }
         }
+    }
+
+    fn requeue(&mut self, target: &Arc<Target>, items: Vec<(DataInfoId, u64)>) {
+        target.push(items, highest);
     }
 }

@@ -1,6 +1,6 @@
 //! Shipping a primary's changes to its replicas, asynchronously and in batches.
 //!
-//! One lane per replica server. A change marks the dataInfoId pending in the lanes of its
+//! One [`registry_rpc::lane`] per replica server. A change marks the dataInfoId pending in the lanes of its
 //! slot's replicas; a lane sends everything pending in one request and the next as soon as it
 //! returns. For each dataInfoId the lane remembers the version the replica acknowledged and
 //! ships the ops after it from the datum's op log, or the full datum when the log no longer
@@ -9,7 +9,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use registry_common::id::DataInfoId;
@@ -17,9 +16,9 @@ use registry_common::member::{ClusterView, MemberId};
 use registry_common::proto::data::{ReplicateItem, ReplicateRequest, ReplicateResponse};
 use registry_common::time::now_ms;
 use registry_common::version::version_ms;
-use registry_rpc::backoff::Backoff;
+use registry_rpc::lane::{Batcher, Lane, Round};
 use registry_rpc::{CancellationToken, HttpClient, RpcError};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::metrics::DataMetrics;
 use crate::store::Store;
@@ -37,21 +36,22 @@ struct Shared {
     max_batch_bytes: usize,
 }
 
-struct Lane {
-    addr: String,
-    pending: Mutex<HashSet<DataInfoId>>,
+/// The dataInfoIds changed since they were last shipped to one replica.
+type ReplicaLane = Lane<DataInfoId, ()>;
+
+/// What one replica holds, as far as its lane knows.
+#[derive(Default)]
+struct Replica {
     /// Version each dataInfoId was acknowledged at by this replica.
     acked: Mutex<HashMap<DataInfoId, u64>>,
     /// DataInfoIds to send as full datums next time.
     full: Mutex<HashSet<DataInfoId>>,
-    wake: Notify,
-    stop: CancellationToken,
 }
 
 #[derive(Clone)]
 pub struct Replicator {
     shared: Arc<Shared>,
-    lanes: Arc<Mutex<HashMap<MemberId, Arc<Lane>>>>,
+    lanes: Arc<Mutex<HashMap<MemberId, Arc<ReplicaLane>>>>,
     shutdown: CancellationToken,
 }
 
@@ -81,7 +81,7 @@ impl Replicator {
 
     /// Queues changed dataInfoIds for the replicas of their slots under `view`.
     pub fn on_changed(&self, view: &ClusterView, changed: &[(DataInfoId, u64)]) {
-        let mut woken: Vec<Arc<Lane>> = Vec::new();
+        let mut woken: Vec<Arc<ReplicaLane>> = Vec::new();
         for (id, _) in changed {
             let Some(assignment) = view.slots.assignment_of(id) else {
                 continue;
@@ -94,61 +94,52 @@ impl Replicator {
                     continue;
                 };
                 let lane = self.lane(replica, addr);
-                lane.pending.lock().insert(id.clone());
+                lane.queue().insert(id.clone(), ());
                 if !woken.iter().any(|l| Arc::ptr_eq(l, &lane)) {
                     woken.push(lane);
                 }
             }
         }
-        let pending: usize = self
-            .lanes
-            .lock()
-            .values()
-            .map(|l| l.pending.lock().len())
-            .sum();
+        let pending: usize = self.lanes.lock().values().map(|l| l.len()).sum();
         self.shared.metrics.replication_pending.set(pending as i64);
         for lane in woken {
-            lane.wake.notify_one();
+            lane.wake();
         }
     }
 
     /// Stops lanes to servers that left the membership.
     pub fn on_view(&self, view: &ClusterView) {
         self.lanes.lock().retain(|id, lane| {
-            let keep = view.addr_of(id) == Some(lane.addr.as_str());
+            let keep = view.addr_of(id) == Some(lane.addr());
             if !keep {
-                lane.stop.cancel();
+                lane.stop();
             }
             keep
         });
     }
 
-    fn lane(&self, member: &MemberId, addr: &str) -> Arc<Lane> {
+    fn lane(&self, member: &MemberId, addr: &str) -> Arc<ReplicaLane> {
         let mut lanes = self.lanes.lock();
         if let Some(l) = lanes.get(member) {
-            if l.addr == addr {
+            if l.addr() == addr {
                 return l.clone();
             }
-            l.stop.cancel();
+            l.stop();
         }
-        let lane = Arc::new(Lane {
-            addr: addr.to_owned(),
-            pending: Mutex::new(HashSet::new()),
-            acked: Mutex::new(HashMap::new()),
-            full: Mutex::new(HashSet::new()),
-            wake: Notify::new(),
-            stop: self.shutdown.child_token(),
-        });
+        let lane = ReplicaLane::new(addr, self.shutdown.child_token());
         lanes.insert(member.clone(), lane.clone());
-        tokio::spawn(run_lane(self.shared.clone(), lane.clone()));
+        lane.spawn(Replication {
+            shared: self.shared.clone(),
+            replica: Replica::default(),
+        });
         lane
     }
 }
 
 /// Builds the item for one dataInfoId, or `None` if the replica is up to date.
-fn item_for(shared: &Shared, lane: &Lane, id: &DataInfoId) -> Option<ReplicateItem> {
-    let force_full = lane.full.lock().remove(id);
-    let acked = lane.acked.lock().get(id).copied();
+fn item_for(shared: &Shared, replica: &Replica, id: &DataInfoId) -> Option<ReplicateItem> {
+    let force_full = replica.full.lock().remove(id);
+    let acked = replica.acked.lock().get(id).copied();
     let ops = if force_full {
         None
     } else {
@@ -169,85 +160,91 @@ fn item_for(shared: &Shared, lane: &Lane, id: &DataInfoId) -> Option<ReplicateIt
     }
 }
 
-async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
-    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
-    loop {
-        tokio::select! {
-            _ = lane.wake.notified() => {}
-            _ = lane.stop.cancelled() => return,
-        }
-        loop {
-            let ids: Vec<DataInfoId> = {
-                let mut pending = lane.pending.lock();
-                let take: Vec<DataInfoId> = pending.iter().take(MAX_ITEMS).cloned().collect();
-                for id in &take {
-                    pending.remove(id);
-                }
-                take
-            };
-            if ids.is_empty() {
+/// A replication lane's sending: up to [`MAX_ITEMS`] dataInfoIds, their ops (or full datums)
+/// until `max_batch_bytes`, in one `/data/v1/replicate`; the rest wait for the next batch.
+struct Replication {
+    shared: Arc<Shared>,
+    replica: Replica,
+}
+
+impl Batcher<DataInfoId, ()> for Replication {
+    fn max_items(&self) -> usize {
+        MAX_ITEMS
+    }
+
+    async fn send(
+        &mut self,
+        lane: &Arc<ReplicaLane>,
+        batch: Vec<(DataInfoId, ())>,
+    ) -> Round<DataInfoId, ()> {
+        let shared = &self.shared;
+        // Items until the byte budget is spent; the rest wait for the next batch.
+        let mut items: Vec<ReplicateItem> = Vec::new();
+        let mut bytes = 0;
+        let mut ids = batch.into_iter().map(|(id, ())| id);
+        for id in ids.by_ref() {
+            if let Some(item) = item_for(shared, &self.replica, &id) {
+                bytes += item.approx_bytes();
+                items.push(item);
+            }
+            if bytes >= shared.max_batch_bytes {
                 break;
             }
-            // Items until the byte budget is spent; the rest wait for the next batch.
-            let mut items: Vec<ReplicateItem> = Vec::new();
-            let mut bytes = 0;
-            let mut ids = ids.into_iter();
-            for id in ids.by_ref() {
-                if let Some(item) = item_for(&shared, &lane, &id) {
-                    bytes += item.approx_bytes();
-                    items.push(item);
-                }
-                if bytes >= shared.max_batch_bytes {
-                    break;
-                }
-            }
-            let rest: Vec<DataInfoId> = ids.collect();
-            if !rest.is_empty() {
-                lane.pending.lock().extend(rest);
-            }
-            if items.is_empty() {
-                continue;
-            }
-            let ids: Vec<DataInfoId> = items.iter().map(|i| i.data_info_id.clone()).collect();
-            let req = ReplicateRequest {
-                epoch: shared.view.borrow().epoch,
-                from: shared.me.clone(),
-                items,
-            };
-            let answer: Result<ReplicateResponse, RpcError> = shared
-                .http
-                .post(&lane.addr, "/data/v1/replicate", &req)
-                .await;
-            match answer {
-                Ok(resp) => {
-                    backoff.reset();
-                    let now = now_ms();
-                    let mut acked = lane.acked.lock();
-                    for ack in resp.acks {
-                        let before = acked.insert(ack.data_info_id.clone(), ack.version);
-                        if before.is_none_or(|b| ack.version > b) && ack.version > 0 {
-                            let lag = now.saturating_sub(version_ms(ack.version));
-                            shared.metrics.replication_lag.observe(lag as f64 / 1_000.0);
-                        }
-                        if ack.need_full {
-                            lane.full.lock().insert(ack.data_info_id.clone());
-                            lane.pending.lock().insert(ack.data_info_id);
-                        }
+        }
+        let rest: Vec<(DataInfoId, ())> = ids.map(|id| (id, ())).collect();
+        if !rest.is_empty() {
+            lane.push(rest, |_, _| {});
+        }
+        if items.is_empty() {
+            return Round::Done;
+        }
+        let ids: Vec<DataInfoId> = items.iter().map(|i| i.data_info_id.clone()).collect();
+        let req = ReplicateRequest {
+            epoch: shared.view.borrow().epoch,
+            from: shared.me.clone(),
+            items,
+        };
+        let answer: Result<ReplicateResponse, RpcError> = shared
+            .http
+            .post(lane.addr(), "/data/v1/replicate", &req)
+            .await;
+        match answer {
+            Ok(resp) => {
+                let now = now_ms();
+                let mut acked = self.replica.acked.lock();
+                let mut again = Vec::new();
+                for ack in resp.acks {
+                    let before = acked.insert(ack.data_info_id.clone(), ack.version);
+                    if before.is_none_or(|b| ack.version > b) && ack.version > 0 {
+                        let lag = now.saturating_sub(version_ms(ack.version));
+                        shared.metrics.replication_lag.observe(lag as f64 / 1_000.0);
                     }
-                    for e in resp.errors {
-                        tracing::debug!(to = %lane.addr, id = %e.data_info_id, "replica refused: {}", e.error);
+                    if ack.need_full {
+                        self.replica.full.lock().insert(ack.data_info_id.clone());
+                        again.push((ack.data_info_id, ()));
                     }
                 }
-                Err(e) => {
-                    tracing::debug!(to = %lane.addr, "replication failed: {e}");
-                    shared.metrics.replication_failures.inc();
-                    lane.pending.lock().extend(ids);
-                    tokio::select! {
-                        _ = backoff.wait() => {}
-                        _ = lane.stop.cancelled() => return,
-                    }
+                drop(acked);
+                if !again.is_empty() {
+                    lane.push(again, |_, _| {});
+                }
+                for e in resp.errors {
+                    tracing::debug!(to = %lane.addr(), id = %e.data_info_id, "replica refused: {}", e.error);
+                }
+                Round::Done
+            }
+            Err(e) => {
+                tracing::debug!(to = %lane.addr(), "replication failed: {e}");
+                shared.metrics.replication_failures.inc();
+                Round::Retry {
+                    answered: false,
+                    items: ids.into_iter().map(|id| (id, ())).collect(),
                 }
             }
         }
+    }
+
+    fn requeue(&mut self, lane: &Arc<ReplicaLane>, items: Vec<(DataInfoId, ())>) {
+        lane.push(items, |_, _| {});
     }
 }

@@ -5,7 +5,9 @@
 //!   an [`registry_common::ApiError`] to its HTTP status, binding and serving with graceful shutdown.
 //! - [`auth`]: the security flags, the credential [`auth::Guard`] and the middleware that
 //!   puts a router behind it.
-//! - [`backoff`]: exponential backoff with full jitter for every retry loop.
+//! - [`backoff`]: exponential backoff with jitter for every retry loop.
+//! - [`lane`]: the batching lane: work queued for one peer, sent in batches capped by items
+//!   and bytes, retried with backoff.
 //! - [`meta_client`]: talking to the MetaServer: register, renew, watch the cluster view,
 //!   following the leader; [`membership`] keeps a server joined and its view current.
 //! - [`metrics`]: the Prometheus registry and `/metrics` rendering.
@@ -17,6 +19,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod client;
+pub mod lane;
 pub mod membership;
 pub mod meta_client;
 pub mod metrics;

@@ -2,7 +2,7 @@
 //!
 //! The session acknowledges a registration once it holds it; from then on the write is this
 //! module's to deliver. Ops are routed to the primary of their slot by the current view and
-//! queued in that data server's lane; each lane sends everything it has in one batch and
+//! queued in that data server's [`registry_rpc::lane`]; each lane sends everything it has in one batch and
 //! whatever arrives meanwhile goes in the next, so an idle session forwards at once and a busy
 //! one batches by itself. Only the newest op per publisher and dataInfoId is kept (a lane's
 //! queue is a map keyed by both), so queues are bounded by the number of publishers. A refused
@@ -22,10 +22,9 @@ use registry_common::id::DataInfoId;
 use registry_common::member::{ClusterView, Role};
 use registry_common::model::{Publisher, PublisherKey};
 use registry_common::proto::data::{WriteOp, WriteRequest, WriteResponse};
-use registry_rpc::backoff::LaneBackoff;
+use registry_rpc::lane::{Batcher, Lane, Round};
 use registry_rpc::membership::Membership;
 use registry_rpc::{CancellationToken, HttpClient, RpcError};
-use tokio::sync::Notify;
 
 use crate::metrics::SessionMetrics;
 
@@ -47,12 +46,8 @@ fn key_of(op: &WriteOp) -> OpKey {
     (op.data_info_id().clone(), key)
 }
 
-struct Lane {
-    addr: String,
-    pending: Mutex<HashMap<OpKey, Queued>>,
-    wake: Notify,
-    stop: CancellationToken,
-}
+/// The writes queued for one data server, the newest op per key.
+type WriteLane = Lane<OpKey, Queued>;
 
 /// Called with a registration the data tier refused for good and why.
 pub type RefusedHook = Arc<dyn Fn(&Publisher, ApiError) + Send + Sync>;
@@ -69,7 +64,7 @@ struct Shared {
     /// Newest seq per publisher and dataInfoId with an op not yet landed; an older op that
     /// fails is dropped.
     latest: Mutex<HashMap<OpKey, u64>>,
-    lanes: Mutex<HashMap<String, Arc<Lane>>>,
+    lanes: Mutex<HashMap<String, Arc<WriteLane>>>,
     /// Ops with no primary to go to (no data server yet); re-routed on every view change.
     parked: Mutex<HashMap<OpKey, Queued>>,
 }
@@ -157,7 +152,7 @@ impl Forwarder {
             .members_of(Role::Data)
             .map(|m| m.addr.as_str())
             .collect();
-        let gone: Vec<Arc<Lane>> = {
+        let gone: Vec<Arc<WriteLane>> = {
             let mut lanes = self.shared.lanes.lock();
             let gone: Vec<String> = lanes
                 .keys()
@@ -168,8 +163,8 @@ impl Forwarder {
         };
         let mut moved: Vec<Queued> = Vec::new();
         for lane in gone {
-            lane.stop.cancel();
-            moved.extend(lane.pending.lock().drain().map(|(_, q)| q));
+            lane.stop();
+            moved.extend(lane.drain().into_iter().map(|(_, q)| q));
         }
         moved.extend(self.shared.parked.lock().drain().map(|(_, q)| q));
         route(&self.shared, view, moved);
@@ -197,36 +192,28 @@ fn route(shared: &Arc<Shared>, view: &ClusterView, ops: Vec<Queued>) {
         }
     }
     for (addr, ops) in by_lane {
-        let lane = lane(shared, &addr);
-        {
-            let mut pending = lane.pending.lock();
-            for q in ops {
-                let key = key_of(&q.op);
-                match pending.get(&key) {
-                    Some(cur) if cur.seq > q.seq => {}
-                    _ => {
-                        pending.insert(key, q);
-                    }
-                }
-            }
-        }
-        lane.wake.notify_one();
+        lane(shared, &addr).push(ops.into_iter().map(|q| (key_of(&q.op), q)), newer);
     }
 }
 
-fn lane(shared: &Arc<Shared>, addr: &str) -> Arc<Lane> {
+/// Keeps the later of two ops queued for the same publisher and dataInfoId.
+fn newer(cur: &mut Queued, q: Queued) {
+    if q.seq >= cur.seq {
+        *cur = q;
+    }
+}
+
+fn lane(shared: &Arc<Shared>, addr: &str) -> Arc<WriteLane> {
     let mut lanes = shared.lanes.lock();
     if let Some(l) = lanes.get(addr) {
         return l.clone();
     }
-    let lane = Arc::new(Lane {
-        addr: addr.to_owned(),
-        pending: Mutex::new(HashMap::new()),
-        wake: Notify::new(),
-        stop: shared.shutdown.child_token(),
-    });
+    let lane = WriteLane::new(addr, shared.shutdown.child_token());
     lanes.insert(addr.to_owned(), lane.clone());
-    tokio::spawn(run_lane(shared.clone(), lane.clone()));
+    lane.spawn(Writes {
+        shared: shared.clone(),
+        max_ops: shared.max_batch,
+    });
     lane
 }
 
@@ -277,137 +264,132 @@ fn too_large(e: &RpcError) -> bool {
         || matches!(e, RpcError::BadAnswer(m) if m.starts_with("HTTP 413"))
 }
 
-async fn run_lane(shared: Arc<Shared>, lane: Arc<Lane>) {
-    let mut backoff = LaneBackoff::default();
-    // Ops per batch; halved when the data server refuses a batch as too large (its limit
-    // may be below ours), back to the maximum once a batch lands.
-    let mut max_ops = shared.max_batch.max(1);
-    loop {
-        tokio::select! {
-            _ = lane.wake.notified() => {}
-            _ = lane.stop.cancelled() => return,
-        }
-        loop {
-            let batch: Vec<Queued> = {
-                let mut pending = lane.pending.lock();
-                let mut bytes = 0;
-                let mut keys: Vec<OpKey> = Vec::new();
-                for (k, q) in pending.iter() {
-                    let b = op_bytes(&q.op);
-                    if keys.len() >= max_ops || (!keys.is_empty() && bytes + b > MAX_BATCH_BYTES) {
-                        break;
-                    }
-                    bytes += b;
-                    keys.push(k.clone());
-                }
-                keys.iter().filter_map(|k| pending.remove(k)).collect()
-            };
-            if batch.is_empty() {
-                break;
-            }
-            let view = shared.membership.view();
-            let req = WriteRequest {
-                epoch: view.epoch,
-                ops: batch.iter().map(|q| q.op.clone()).collect(),
-                version_floor: crate::floor::get(),
-            };
-            let started = std::time::Instant::now();
-            // One id per batch: the data server's log lines for it carry the same id.
-            let rid = registry_rpc::request_id::fresh();
-            let answer: Result<WriteResponse, RpcError> = registry_rpc::request_id::scope(
-                rid.clone(),
-                shared.http.post(&lane.addr, "/data/v1/write", &req),
-            )
-            .await;
-            shared
-                .metrics
-                .forward_latency
-                .observe(started.elapsed().as_secs_f64());
-            let mut retry: Vec<Queued> = Vec::new();
-            let mut refresh = false;
-            let answered = answer.is_ok();
-            match answer {
-                Ok(resp) if resp.results.len() == batch.len() => {
-                    for (q, result) in batch.into_iter().zip(resp.results) {
-                        match result.error {
-                            None => {
-                                shared.metrics.forwarded.with_label_values(&["ok"]).inc();
-                                settle(&shared, &q);
-                            }
-                            Some(e) if e.code.is_retryable() => {
-                                refresh |=
-                                    matches!(e.code, ErrorCode::NotOwner | ErrorCode::StaleEpoch)
-                                        && e.epoch.is_some_and(|ep| ep > view.epoch);
-                                retry.push(q);
-                            }
-                            Some(e) => {
-                                tracing::warn!(request = %rid, id = %q.op.data_info_id(), "data server refused a write: {e}");
-                                refused(&shared, &q, e);
-                            }
+/// A write lane's sending: one `/data/v1/write` of up to `max_ops` ops and
+/// [`MAX_BATCH_BYTES`]; failed ops are re-routed by the newest view unless superseded.
+struct Writes {
+    shared: Arc<Shared>,
+    /// Ops per batch: halved when the data server refuses a batch as too large (its limit
+    /// may be below ours), back to the maximum once a batch lands.
+    max_ops: usize,
+}
+
+impl Batcher<OpKey, Queued> for Writes {
+    fn max_items(&self) -> usize {
+        self.max_ops
+    }
+
+    fn max_bytes(&self) -> usize {
+        MAX_BATCH_BYTES
+    }
+
+    fn bytes(&self, _key: &OpKey, q: &Queued) -> usize {
+        op_bytes(&q.op)
+    }
+
+    async fn send(
+        &mut self,
+        lane: &Arc<WriteLane>,
+        batch: Vec<(OpKey, Queued)>,
+    ) -> Round<OpKey, Queued> {
+        let shared = &self.shared;
+        let batch: Vec<Queued> = batch.into_iter().map(|(_, q)| q).collect();
+        let view = shared.membership.view();
+        let req = WriteRequest {
+            epoch: view.epoch,
+            ops: batch.iter().map(|q| q.op.clone()).collect(),
+            version_floor: crate::floor::get(),
+        };
+        let started = std::time::Instant::now();
+        // One id per batch: the data server's log lines for it carry the same id.
+        let rid = registry_rpc::request_id::fresh();
+        let answer: Result<WriteResponse, RpcError> = registry_rpc::request_id::scope(
+            rid.clone(),
+            shared.http.post(lane.addr(), "/data/v1/write", &req),
+        )
+        .await;
+        shared
+            .metrics
+            .forward_latency
+            .observe(started.elapsed().as_secs_f64());
+        let mut retry: Vec<Queued> = Vec::new();
+        let mut refresh = false;
+        let answered = answer.is_ok();
+        match answer {
+            Ok(resp) if resp.results.len() == batch.len() => {
+                for (q, result) in batch.into_iter().zip(resp.results) {
+                    match result.error {
+                        None => {
+                            shared.metrics.forwarded.with_label_values(&["ok"]).inc();
+                            settle(shared, &q);
+                        }
+                        Some(e) if e.code.is_retryable() => {
+                            refresh |=
+                                matches!(e.code, ErrorCode::NotOwner | ErrorCode::StaleEpoch)
+                                    && e.epoch.is_some_and(|ep| ep > view.epoch);
+                            retry.push(q);
+                        }
+                        Some(e) => {
+                            tracing::warn!(request = %rid, id = %q.op.data_info_id(), "data server refused a write: {e}");
+                            refused(shared, &q, e);
                         }
                     }
                 }
-                Ok(_) => {
-                    tracing::warn!(to = %lane.addr, "data server answered a write batch with the wrong number of results");
-                    retry = batch;
+            }
+            Ok(_) => {
+                tracing::warn!(to = %lane.addr(), "data server answered a write batch with the wrong number of results");
+                retry = batch;
+            }
+            Err(e) if too_large(&e) && batch.len() == 1 => {
+                // One op alone is over the data server's limit: it never will fit.
+                let error = e.into_api();
+                tracing::warn!(request = %rid, to = %lane.addr(), "a single write is over the data server's request limit: {error}");
+                for q in batch {
+                    refused(shared, &q, error.clone());
                 }
-                Err(e) if too_large(&e) && batch.len() == 1 => {
-                    // One op alone is over the data server's limit: it never will fit.
-                    let error = e.into_api();
-                    tracing::warn!(request = %rid, to = %lane.addr, "a single write is over the data server's request limit: {error}");
-                    for q in batch {
-                        refused(&shared, &q, error.clone());
-                    }
-                    continue;
+                return Round::Done;
+            }
+            Err(e) if too_large(&e) && batch.len() > 1 => {
+                // Send it again at once in smaller batches.
+                self.max_ops = (batch.len() / 2).max(1);
+                tracing::info!(to = %lane.addr(), ops = batch.len(), "write batch too large for the data server: halving it");
+                let again = batch.into_iter().filter(|q| is_latest(shared, q));
+                lane.push(again.map(|q| (key_of(&q.op), q)), |_, _| {});
+                return Round::Done;
+            }
+            Err(e) => {
+                tracing::debug!(to = %lane.addr(), "write batch failed: {e}");
+                if let RpcError::Api(api) = &e {
+                    refresh |= api.code == ErrorCode::StaleEpoch;
                 }
-                Err(e) if too_large(&e) && batch.len() > 1 => {
-                    // Send it again at once in smaller batches.
-                    max_ops = (batch.len() / 2).max(1);
-                    tracing::info!(to = %lane.addr, ops = batch.len(), "write batch too large for the data server: halving it");
-                    let mut pending = lane.pending.lock();
-                    for q in batch {
-                        if is_latest(&shared, &q) {
-                            pending.entry(key_of(&q.op)).or_insert(q);
-                        }
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!(to = %lane.addr, "write batch failed: {e}");
-                    if let RpcError::Api(api) = &e {
-                        refresh |= api.code == ErrorCode::StaleEpoch;
-                    }
-                    retry = batch;
-                }
-            }
-            if answered {
-                max_ops = shared.max_batch.max(1);
-            }
-            if retry.is_empty() {
-                backoff.reset();
-                continue;
-            }
-            let retry_backoff = backoff.after(answered);
-            shared
-                .metrics
-                .forwarded
-                .with_label_values(&["retry"])
-                .inc_by(retry.len() as u64);
-            if refresh {
-                shared.membership.refresh().await;
-            }
-            tokio::select! {
-                _ = retry_backoff.wait() => {}
-                _ = lane.stop.cancelled() => {}
-            }
-            let retry: Vec<Queued> = retry
-                .into_iter()
-                .filter(|q| is_latest(&shared, q))
-                .collect();
-            route(&shared, &shared.membership.view(), retry);
-            if lane.stop.is_cancelled() {
-                return;
+                retry = batch;
             }
         }
+        if answered {
+            self.max_ops = shared.max_batch.max(1);
+        }
+        if retry.is_empty() {
+            return Round::Done;
+        }
+        shared
+            .metrics
+            .forwarded
+            .with_label_values(&["retry"])
+            .inc_by(retry.len() as u64);
+        if refresh {
+            shared.membership.refresh().await;
+        }
+        Round::Retry {
+            answered,
+            items: retry.into_iter().map(|q| (key_of(&q.op), q)).collect(),
+        }
+    }
+
+    fn requeue(&mut self, _lane: &Arc<WriteLane>, items: Vec<(OpKey, Queued)>) {
+        let retry: Vec<Queued> = items
+            .into_iter()
+            .map(|(_, q)| q)
+            .filter(|q| is_latest(&self.shared, q))
+            .collect();
+        route(&self.shared, &self.shared.membership.view(), retry);
     }
 }

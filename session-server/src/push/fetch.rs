@@ -3,32 +3,25 @@
 //! A change notification newer than the cached datum that does not carry the datum starts one
 //! fetch. A fetch already in flight for that dataInfoId absorbs further notifications and is
 //! repeated once it returns if something newer was announced meanwhile, so there is one fetch
-//! per dataInfoId however many notifications arrive. Each data server has one lane that sends
-//! everything queued in one request as soon as the previous one returns; failures are
-//! re-routed by the newest view and retried with backoff; ids with no primary are parked
-//! until a view has one.
+//! per dataInfoId however many notifications arrive. Each data server has one
+//! [`registry_rpc::lane`] that sends everything queued in one request as soon as the previous
+//! one returns; failures are re-routed by the newest view and retried with backoff; ids with
+//! no primary are parked until a view has one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::Mutex;
 use registry_common::id::DataInfoId;
 use registry_common::member::{ClusterView, Role};
 use registry_common::proto::data::{FetchRequest, FetchResponse};
-use registry_rpc::backoff::LaneBackoff;
-use registry_rpc::{CancellationToken, RpcError};
-use tokio::sync::Notify;
+use registry_rpc::lane::{Batcher, Lane, Round};
+use registry_rpc::RpcError;
 
 use super::Pusher;
 
 /// The fetches queued for one data server.
-pub(super) struct FetchLane {
-    addr: String,
-    pending: Mutex<HashSet<DataInfoId>>,
-    wake: Notify,
-    stop: CancellationToken,
-}
+pub(super) type FetchLane = Lane<DataInfoId, ()>;
 
 impl Pusher {
     /// Records that `id` changed to at least `version` and makes sure a fetch will get it.
@@ -60,9 +53,8 @@ impl Pusher {
             }
         }
         for (addr, ids) in by_lane {
-            let lane = self.lane(&addr);
-            lane.pending.lock().extend(ids);
-            lane.wake.notify_one();
+            self.lane(&addr)
+                .push(ids.into_iter().map(|id| (id, ())), |_, _| {});
         }
     }
 
@@ -71,14 +63,9 @@ impl Pusher {
         if let Some(l) = lanes.get(addr) {
             return l.clone();
         }
-        let lane = Arc::new(FetchLane {
-            addr: addr.to_owned(),
-            pending: Mutex::new(HashSet::new()),
-            wake: Notify::new(),
-            stop: self.shutdown.child_token(),
-        });
+        let lane = FetchLane::new(addr, self.shutdown.child_token());
         lanes.insert(addr.to_owned(), lane.clone());
-        tokio::spawn(run_fetch_lane(self.clone(), lane.clone()));
+        lane.spawn(Fetches(self.clone()));
         lane
     }
 
@@ -99,83 +86,74 @@ impl Pusher {
         };
         let mut ids: Vec<DataInfoId> = Vec::new();
         for lane in gone {
-            lane.stop.cancel();
-            ids.extend(lane.pending.lock().drain());
+            lane.stop();
+            ids.extend(lane.drain().into_iter().map(|(id, ())| id));
         }
         ids.extend(self.parked.lock().drain());
         self.route_fetches(view, ids);
     }
 }
 
-async fn run_fetch_lane(pusher: Arc<Pusher>, lane: Arc<FetchLane>) {
-    let mut backoff = LaneBackoff::default();
-    loop {
-        tokio::select! {
-            _ = lane.wake.notified() => {}
-            _ = lane.stop.cancelled() => return,
+/// A fetch lane's sending: one `/data/v1/fetch` of up to `--max-batch` ids, whose datums
+/// go to [`Pusher::accept`]; what failed is re-routed by the newest view.
+struct Fetches(Arc<Pusher>);
+
+impl Batcher<DataInfoId, ()> for Fetches {
+    fn max_items(&self) -> usize {
+        self.0.config.max_batch
+    }
+
+    async fn send(
+        &mut self,
+        lane: &Arc<FetchLane>,
+        batch: Vec<(DataInfoId, ())>,
+    ) -> Round<DataInfoId, ()> {
+        let pusher = &self.0;
+        let ids: Vec<DataInfoId> = batch.into_iter().map(|(id, ())| id).collect();
+        let view = pusher.membership.view();
+        let req = FetchRequest {
+            epoch: view.epoch,
+            ids: ids.clone(),
+            compact: true,
+        };
+        pusher.metrics.fetches.inc_by(ids.len() as u64);
+        let started = Instant::now();
+        let rid = registry_rpc::request_id::fresh();
+        let answer: Result<FetchResponse, RpcError> = registry_rpc::request_id::scope(
+            rid.clone(),
+            pusher.http.post(lane.addr(), "/data/v1/fetch", &req),
+        )
+        .await;
+        pusher
+            .metrics
+            .fetch_latency
+            .observe(started.elapsed().as_secs_f64());
+        let answered = answer.is_ok();
+        let retry: Vec<DataInfoId> = match answer {
+            Ok(resp) => {
+                for datum in resp.compact {
+                    pusher.accept(datum);
+                }
+                resp.errors.into_iter().map(|e| e.data_info_id).collect()
+            }
+            Err(e) => {
+                tracing::debug!(request = %rid, from = %lane.addr(), "fetch failed: {e}");
+                ids
+            }
+        };
+        if retry.is_empty() {
+            return Round::Done;
         }
-        loop {
-            let ids: Vec<DataInfoId> = {
-                let mut pending = lane.pending.lock();
-                let take: Vec<DataInfoId> = pending
-                    .iter()
-                    .take(pusher.config.max_batch)
-                    .cloned()
-                    .collect();
-                for id in &take {
-                    pending.remove(id);
-                }
-                take
-            };
-            if ids.is_empty() {
-                break;
-            }
-            let view = pusher.membership.view();
-            let req = FetchRequest {
-                epoch: view.epoch,
-                ids: ids.clone(),
-                compact: true,
-            };
-            pusher.metrics.fetches.inc_by(ids.len() as u64);
-            let started = Instant::now();
-            let rid = registry_rpc::request_id::fresh();
-            let answer: Result<FetchResponse, RpcError> = registry_rpc::request_id::scope(
-                rid.clone(),
-                pusher.http.post(&lane.addr, "/data/v1/fetch", &req),
-            )
-            .await;
-            pusher
-                .metrics
-                .fetch_latency
-                .observe(started.elapsed().as_secs_f64());
-            let answered = answer.is_ok();
-            let retry: Vec<DataInfoId> = match answer {
-                Ok(resp) => {
-                    for datum in resp.compact {
-                        pusher.accept(datum);
-                    }
-                    resp.errors.into_iter().map(|e| e.data_info_id).collect()
-                }
-                Err(e) => {
-                    tracing::debug!(request = %rid, from = %lane.addr, "fetch failed: {e}");
-                    ids
-                }
-            };
-            if retry.is_empty() {
-                backoff.reset();
-                continue;
-            }
-            let retry_backoff = backoff.after(answered);
-            pusher.membership.refresh().await;
-            tokio::select! {
-                _ = retry_backoff.wait() => {}
-                _ = lane.stop.cancelled() => {}
-            }
-            let view = pusher.membership.view();
-            pusher.route_fetches(&view, retry);
-            if lane.stop.is_cancelled() {
-                return;
-            }
+        pusher.membership.refresh().await;
+        Round::Retry {
+            answered,
+            items: retry.into_iter().map(|id| (id, ())).collect(),
         }
+    }
+
+    fn requeue(&mut self, _lane: &Arc<FetchLane>, items: Vec<(DataInfoId, ())>) {
+        let view = self.0.membership.view();
+        self.0
+            .route_fetches(&view, items.into_iter().map(|(id, ())| id).collect());
     }
 }
