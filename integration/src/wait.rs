@@ -35,6 +35,20 @@ where
     .await
 }
 
+/// Checks `check` every few milliseconds for `period`; panics with `what` the first time it is
+/// false (for what must stay true, not what must become true).
+pub async fn holds<F, Fut>(what: &str, period: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + period;
+    while Instant::now() < end {
+        assert!(check().await, "no longer true: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Takes a subscription's updates until one satisfies `pred`; panics with `what` (and the
 /// last update seen) when none does within `timeout` or the subscription closes.
 pub async fn update(

@@ -85,6 +85,15 @@ impl HttpClient {
         self
     }
 
+    /// This client with a connection pool of its own: for calls made from another runtime,
+    /// whose connections must not be driven by this client's runtime.
+    pub fn with_own_pool(&self) -> Self {
+        Self {
+            inner: build(self.tls.as_ref()),
+            ..self.clone()
+        }
+    }
+
     pub fn tls(&self) -> Option<&ClientTls> {
         self.tls.as_ref()
     }

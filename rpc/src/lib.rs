@@ -20,6 +20,7 @@ pub mod auth;
 pub mod backoff;
 pub mod client;
 pub mod lane;
+mod liveness;
 pub mod membership;
 pub mod meta_client;
 pub mod metrics;

@@ -6,7 +6,9 @@
 //! again), and a blocking watch of the cluster view that publishes every newer epoch on a
 //! `tokio::sync::watch` channel. A third loop keeps a WebSocket heartbeat open to the meta
 //! leader: when this process dies the kernel closes it, and the leader removes the member
-//! after a short grace instead of a whole lease later. Servers read the current view with [`Membership::view`]
+//! after a short grace instead of a whole lease later. The renewals and the heartbeat run on
+//! a thread of their own ([`crate::liveness`]), so a busy server stays a member. Servers read
+//! the current view with [`Membership::view`]
 //! and react to changes through [`Membership::subscribe`]. With auth on, a fourth loop keeps
 //! the server's [`Guard`] on the newest ACL (fetched once before `join` returns, so the first
 //! client is checked against it) and announces each revision on [`Membership::acl_revisions`].
@@ -14,7 +16,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use registry_common::error::ErrorCode;
 use registry_common::member::{ClusterView, Member};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -77,21 +78,19 @@ impl Membership {
         let lease = Duration::from_millis(registered.lease.lease_ms.max(1));
         let renewed = Arc::new(parking_lot::Mutex::new(std::time::Instant::now()));
         let rejoins = Arc::new(watch::channel(0).0);
-        tokio::spawn(renew_loop(
-            meta.clone(),
-            member.clone(),
-            view_tx.clone(),
-            renew,
-            (renewed.clone(), rejoins.clone()),
+        crate::liveness::start(
+            crate::liveness::Liveness {
+                meta: meta.clone(),
+                member: member.clone(),
+                view_tx: view_tx.clone(),
+                renew,
+                lease,
+                renewed: renewed.clone(),
+                rejoins: rejoins.clone(),
+            },
             stop.clone(),
-        ));
+        );
         tokio::spawn(watch_loop(meta.clone(), view_tx.clone(), stop.clone()));
-        tokio::spawn(heartbeat_loop(
-            meta.clone(),
-            member.id.clone(),
-            renew,
-            stop.clone(),
-        ));
         let (acl_tx, _) = watch::channel(0);
         let acl_tx = Arc::new(acl_tx);
         if guard.enabled() {
@@ -205,7 +204,7 @@ impl Drop for Membership {
     }
 }
 
-fn publish(tx: &watch::Sender<Arc<ClusterView>>, view: ClusterView) {
+pub(crate) fn publish(tx: &watch::Sender<Arc<ClusterView>>, view: ClusterView) {
     tx.send_if_modified(|cur| {
         if view.epoch > cur.epoch {
             *cur = Arc::new(view);
@@ -214,45 +213,6 @@ fn publish(tx: &watch::Sender<Arc<ClusterView>>, view: ClusterView) {
             false
         }
     });
-}
-
-async fn renew_loop(
-    meta: Arc<MetaClient>,
-    member: Member,
-    view_tx: Arc<watch::Sender<Arc<ClusterView>>>,
-    every: Duration,
-    (renewed, rejoins): (
-        Arc<parking_lot::Mutex<std::time::Instant>>,
-        Arc<watch::Sender<u64>>,
-    ),
-    stop: CancellationToken,
-) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        let asked = std::time::Instant::now();
-        match meta.renew(&member.id).await {
-            Ok(_) => *renewed.lock() = asked,
-            Err(RpcError::Api(e)) if e.code == ErrorCode::NotFound => {
-                tracing::warn!(member = %member.id, "meta no longer knows this member; registering again");
-                match meta.register(&member).await {
-                    Ok(r) => {
-                        // Counted before the view and the renewal time are published: a
-                        // server fencing itself on either sees the rejoin first.
-                        rejoins.send_modify(|n| *n += 1);
-                        publish(&view_tx, r.view);
-                        *renewed.lock() = asked;
-                    }
-                    Err(e) => tracing::warn!(member = %member.id, "re-registration failed: {e}"),
-                }
-            }
-            Err(e) => tracing::debug!(member = %member.id, "renewal failed: {e}"),
-        }
-    }
 }
 
 async fn watch_loop(
@@ -318,114 +278,4 @@ async fn acl_loop(
             }
         }
     }
-}
-
-/// Keeps a heartbeat WebSocket open to the meta leader, following redirects.
-async fn heartbeat_loop(
-    meta: Arc<MetaClient>,
-    id: registry_common::member::MemberId,
-    every: Duration,
-    stop: CancellationToken,
-) {
-    use futures::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
-    let mut next: Option<String> = None;
-    loop {
-        let candidates = match next.take() {
-            Some(a) => vec![a],
-            None => meta.candidates(),
-        };
-        for addr in candidates {
-            let path = format!("/meta/v1/heartbeat?id={}", id.as_str());
-            let url = format!("{}://{addr}{path}", meta.http().ws_scheme());
-            let Ok(request) = signed_upgrade(&url, &path, meta.signer()) else {
-                continue;
-            };
-            let connector = meta
-                .http()
-                .tls()
-                .map(|tls| tokio_tungstenite::Connector::Rustls(tls.config()));
-            let connect = tokio::time::timeout(Duration::from_secs(2), async {
-                let stream = crate::net::connect(&addr, Duration::from_secs(2)).await?;
-                tokio_tungstenite::client_async_tls_with_config(request, stream, None, connector)
-                    .await
-            });
-            let mut ws = tokio::select! {
-                r = connect => match r {
-                    Ok(Ok((ws, _))) => ws,
-                    Ok(Err(WsError::Http(resp))) => {
-                        let redirect = resp
-                            .body()
-                            .as_deref()
-                            .and_then(|b| serde_json::from_slice::<registry_common::ApiError>(b).ok())
-                            .and_then(|e| e.redirect);
-                        if let Some(r) = redirect {
-                            next = Some(r);
-                            break;
-                        }
-                        continue;
-                    }
-                    _ => continue,
-                },
-                _ = stop.cancelled() => return,
-            };
-            backoff.reset();
-            meta.set_leader(Some(addr.clone()));
-            let mut ticker = tokio::time::interval(every);
-            // The leader answers every ping: one silent for three intervals (at least 3 s)
-            // is cut off or frozen, and another meta node may lead by now.
-            let silence = (every * 3).max(Duration::from_secs(3));
-            let mut heard = tokio::time::Instant::now();
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {
-                        if heard.elapsed() > silence {
-                            tracing::info!(meta = %addr, "meta leader silent; looking for the leader again");
-                            meta.set_leader(None);
-                            break;
-                        }
-                        let sent = tokio::time::timeout(every.max(Duration::from_secs(1)), ws.send(Message::Text("ping".into()))).await;
-                        if !matches!(sent, Ok(Ok(()))) { break; }
-                    }
-                    msg = ws.next() => match msg {
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                        Some(Ok(_)) => heard = tokio::time::Instant::now(),
-                    },
-                    _ = stop.cancelled() => {
-                        let _ = ws.close(None).await;
-                        return;
-                    }
-                }
-            }
-            break;
-        }
-        tokio::select! {
-            _ = backoff.wait() => {}
-            _ = stop.cancelled() => return,
-        }
-    }
-}
-
-/// A WebSocket upgrade request for `url`, signed when `signer` is set.
-fn signed_upgrade(
-    url: &str,
-    path_and_query: &str,
-    signer: Option<&registry_common::auth::Credential>,
-) -> Result<
-    tokio_tungstenite::tungstenite::handshake::client::Request,
-    tokio_tungstenite::tungstenite::Error,
-> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::tungstenite::http::HeaderValue;
-    let mut request = url.into_client_request()?;
-    if let Some(signer) = signer {
-        for (name, value) in signer.sign_request("GET", path_and_query, b"").pairs() {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                request.headers_mut().insert(name, v);
-            }
-        }
-    }
-    Ok(request)
 }

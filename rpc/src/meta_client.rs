@@ -37,6 +37,16 @@ impl MetaClient {
         }
     }
 
+    /// A client of the same nodes, starting from the same remembered leader, with a
+    /// connection pool of its own (see [`HttpClient::with_own_pool`]).
+    pub fn with_own_pool(&self) -> Self {
+        Self {
+            http: self.http.with_own_pool(),
+            addrs: self.addrs.clone(),
+            leader: Mutex::new(self.leader.lock().clone()),
+        }
+    }
+
     /// What this client signs with, if anything.
     pub fn http(&self) -> &HttpClient {
         &self.http

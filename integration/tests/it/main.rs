@@ -41,6 +41,7 @@ mod security_rotation;
 mod security_tls;
 mod session_backpressure;
 mod session_batch_bytes;
+mod session_busy;
 mod session_failover;
 mod session_handover;
 mod session_moving;
