@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use registry_common::id::DataInfoId;
 use registry_common::member::{ClusterView, MemberId};
 use registry_common::proto::data::{Change, ChangeBatch};
-use registry_rpc::lane::{Batcher, Lane, Round};
+use registry_rpc::lane::{post_batch, Batcher, Lane, Round};
 use registry_rpc::{CancellationToken, HttpClient};
 use tokio::sync::watch;
 
@@ -164,17 +164,14 @@ impl Batcher<DataInfoId, u64> for Notifications {
             epoch: shared.view.borrow().epoch,
             changes,
         };
-        let started = std::time::Instant::now();
-        let rid = registry_rpc::request_id::fresh();
-        let sent: Result<serde_json::Value, _> = registry_rpc::request_id::scope(
-            rid.clone(),
-            shared.http.post(target.addr(), CHANGES_PATH, &batch),
+        let (rid, sent): (_, Result<serde_json::Value, _>) = post_batch(
+            &shared.http,
+            target.addr(),
+            CHANGES_PATH,
+            &batch,
+            &shared.metrics.notify_latency,
         )
         .await;
-        shared
-            .metrics
-            .notify_latency
-            .observe(started.elapsed().as_secs_f64());
         match sent {
             Ok(_) => {
                 shared.metrics.notifications.inc_by(taken.len() as u64);

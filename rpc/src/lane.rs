@@ -17,10 +17,34 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
+use prometheus::Histogram;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::LaneBackoff;
+use crate::client::{HttpClient, RpcError};
+
+/// Posts one batch under a fresh request id (the peer's log lines for it carry the same id),
+/// observing its round trip in `latency`. Returns the id for the caller's own log lines.
+pub async fn post_batch<Req, Resp>(
+    http: &HttpClient,
+    addr: &str,
+    path: &str,
+    body: &Req,
+    latency: &Histogram,
+) -> (Arc<str>, Result<Resp, RpcError>)
+where
+    Req: Serialize + ?Sized,
+    Resp: DeserializeOwned,
+{
+    let started = std::time::Instant::now();
+    let rid = crate::request_id::fresh();
+    let answer = crate::request_id::scope(rid.clone(), http.post(addr, path, body)).await;
+    latency.observe(started.elapsed().as_secs_f64());
+    (rid, answer)
+}
 
 /// Work queued for one peer, with its wake-up and stop.
 pub struct Lane<K, V> {

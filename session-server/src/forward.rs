@@ -22,7 +22,7 @@ use registry_common::id::DataInfoId;
 use registry_common::member::{ClusterView, Role};
 use registry_common::model::{Publisher, PublisherKey};
 use registry_common::proto::data::{WriteOp, WriteRequest, WriteResponse};
-use registry_rpc::lane::{Batcher, Lane, Round};
+use registry_rpc::lane::{post_batch, Batcher, Lane, Round};
 use registry_rpc::membership::Membership;
 use registry_rpc::{CancellationToken, HttpClient, RpcError};
 
@@ -299,18 +299,14 @@ impl Batcher<OpKey, Queued> for Writes {
             ops: batch.iter().map(|q| q.op.clone()).collect(),
             version_floor: crate::floor::get(),
         };
-        let started = std::time::Instant::now();
-        // One id per batch: the data server's log lines for it carry the same id.
-        let rid = registry_rpc::request_id::fresh();
-        let answer: Result<WriteResponse, RpcError> = registry_rpc::request_id::scope(
-            rid.clone(),
-            shared.http.post(lane.addr(), "/data/v1/write", &req),
+        let (rid, answer): (_, Result<WriteResponse, RpcError>) = post_batch(
+            &shared.http,
+            lane.addr(),
+            "/data/v1/write",
+            &req,
+            &shared.metrics.forward_latency,
         )
         .await;
-        shared
-            .metrics
-            .forward_latency
-            .observe(started.elapsed().as_secs_f64());
         let mut retry: Vec<Queued> = Vec::new();
         let mut refresh = false;
         let answered = answer.is_ok();

@@ -10,12 +10,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use registry_common::id::DataInfoId;
 use registry_common::member::{ClusterView, Role};
 use registry_common::proto::data::{FetchRequest, FetchResponse};
-use registry_rpc::lane::{Batcher, Lane, Round};
+use registry_rpc::lane::{post_batch, Batcher, Lane, Round};
 use registry_rpc::RpcError;
 
 use super::Pusher;
@@ -117,17 +116,14 @@ impl Batcher<DataInfoId, ()> for Fetches {
             compact: true,
         };
         pusher.metrics.fetches.inc_by(ids.len() as u64);
-        let started = Instant::now();
-        let rid = registry_rpc::request_id::fresh();
-        let answer: Result<FetchResponse, RpcError> = registry_rpc::request_id::scope(
-            rid.clone(),
-            pusher.http.post(lane.addr(), "/data/v1/fetch", &req),
+        let (rid, answer): (_, Result<FetchResponse, RpcError>) = post_batch(
+            &pusher.http,
+            lane.addr(),
+            "/data/v1/fetch",
+            &req,
+            &pusher.metrics.fetch_latency,
         )
         .await;
-        pusher
-            .metrics
-            .fetch_latency
-            .observe(started.elapsed().as_secs_f64());
         let answered = answer.is_ok();
         let retry: Vec<DataInfoId> = match answer {
             Ok(resp) => {
