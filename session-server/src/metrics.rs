@@ -52,6 +52,10 @@ pub struct SessionMetrics {
     pub fetch_latency: Histogram,
     /// Round trip of one version pull (reconciliation) from a data server.
     pub reconcile_latency: Histogram,
+    /// One periodic repair of every slot (tallies, then the slots that differ).
+    pub repair_pass: Histogram,
+    /// One periodic version pull of every subscribed dataInfoId.
+    pub pull_pass: Histogram,
 }
 
 impl SessionMetrics {
@@ -176,6 +180,16 @@ impl SessionMetrics {
                 &r,
                 "registry_session_version_pull_seconds",
                 "Round trip of a version pull from a data server (reconciliation)",
+            ),
+            repair_pass: latency(
+                &r,
+                "registry_session_repair_pass_seconds",
+                "One periodic repair of every slot",
+            ),
+            pull_pass: latency(
+                &r,
+                "registry_session_pull_pass_seconds",
+                "One periodic version pull of every subscribed dataInfoId",
             ),
             registry: {
                 register_process(&r);

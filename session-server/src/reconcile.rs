@@ -479,8 +479,18 @@ pub async fn run(state: Arc<SessionState>, interval: Duration) {
         let view = state.membership.view();
         if full {
             state.reconciler.dirty.lock().clear();
+            let started = Instant::now();
             let r = repair(&state, &view, None).await;
+            let repaired = Instant::now();
+            state
+                .metrics
+                .repair_pass
+                .observe(repaired.duration_since(started).as_secs_f64());
             pull_versions(&state, &view, None).await;
+            state
+                .metrics
+                .pull_pass
+                .observe(repaired.elapsed().as_secs_f64());
             let all: BTreeSet<SlotId> = (0..view.slots.slot_count()).collect();
             let missed: Vec<SlotId> = all.difference(&r.covered).copied().collect();
             if !missed.is_empty() && view.slots.slots.iter().any(|a| a.primary.is_some()) {

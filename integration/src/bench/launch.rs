@@ -433,6 +433,10 @@ impl ProcCluster {
     pub async fn counters(&self) -> Vec<(String, Vec<(String, f64)>)> {
         const KEEP: &[&str] = &[
             "registry_session_repaired_total",
+            "registry_session_repair_pass_seconds_sum",
+            "registry_session_repair_pass_seconds_count",
+            "registry_session_pull_pass_seconds_sum",
+            "registry_session_pull_pass_seconds_count",
             "registry_session_pushes_total",
             "registry_session_pushes_merged_total",
             "registry_session_closed_total",
