@@ -119,6 +119,11 @@ impl Reconciler {
         self.passes.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Slots waiting for a repair (marked, or missed by the last one and retried).
+    pub fn pending_slots(&self) -> usize {
+        self.dirty.lock().len()
+    }
+
     /// Slots compared publisher by publisher so far (their tallies differed).
     pub fn slots_compared(&self) -> u64 {
         self.compared.load(std::sync::atomic::Ordering::Acquire)

@@ -188,6 +188,22 @@ async fn a_notification_lost_with_a_killed_primary_is_made_good_at_failover() {
         watch.complete(IDS, |i| BTreeSet::from([format!("v1:{i}")])) == IDS
     })
     .await;
+    // The cluster must be settled first: a slot still being copied in at start is repaired,
+    // and its versions pulled, once it is ready, and a fetch started before a notification
+    // brought v1 may still be queued; either would bring v2 to the watcher before the
+    // failover this test is about (seen under load, about one run in five).
+    cluster.wait_slots_settled().await;
+    until(
+        "no session has a repair or a fetch still to do",
+        Duration::from_secs(20),
+        || async {
+            cluster.sessions.iter().all(|s| {
+                let state = s.server().state();
+                state.reconciler.pending_slots() == 0 && state.pusher.fetches_pending() == 0
+            })
+        },
+    )
+    .await;
     let ids: Vec<DataInfoId> = (0..IDS)
         .map(|i| DataInfoId::new(&data_id(i), None, None).unwrap())
         .collect();

@@ -36,6 +36,11 @@ impl Pusher {
         self.enqueue_fetch(id);
     }
 
+    /// DataInfoIds with a fetch wanted and not yet answered.
+    pub fn fetches_pending(&self) -> usize {
+        self.fetching.lock().len()
+    }
+
     pub(super) fn enqueue_fetch(self: &Arc<Self>, id: DataInfoId) {
         let view = self.membership.view();
         self.route_fetches(&view, vec![id]);
@@ -108,7 +113,19 @@ impl Batcher<DataInfoId, ()> for Fetches {
         batch: Vec<(DataInfoId, ())>,
     ) -> Round<DataInfoId, ()> {
         let pusher = &self.0;
-        let ids: Vec<DataInfoId> = batch.into_iter().map(|(id, ())| id).collect();
+        // An id whose wanted version arrived meanwhile (a notification carrying its datum
+        // satisfied the fetch) is not fetched again.
+        let ids: Vec<DataInfoId> = {
+            let fetching = pusher.fetching.lock();
+            batch
+                .into_iter()
+                .map(|(id, ())| id)
+                .filter(|id| fetching.contains_key(id))
+                .collect()
+        };
+        if ids.is_empty() {
+            return Round::Done;
+        }
         let view = pusher.membership.view();
         let req = FetchRequest {
             epoch: view.epoch,
