@@ -41,6 +41,8 @@ pub struct Churn {
     pub republishes: u64,
     pub seconds: f64,
     pub latency: Latency,
+    /// Latency of the changes sent in each second of the phase (to see when a tail formed).
+    pub by_second: Vec<Latency>,
     pub pushes_per_second: f64,
     /// Subscribers whose last push is not the latest data, after quiescence.
     pub stale_subscribers: u64,

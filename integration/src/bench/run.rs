@@ -67,6 +67,11 @@ struct Tracker {
     subs: Vec<Mutex<SubState>>,
     phase: AtomicU8,
     churn: Mutex<Histogram<u64>>,
+    /// Churn latencies by the second (since `churn_start_us`) the change was sent in, to
+    /// line a tail up with what the servers were doing then.
+    churn_by_second: Mutex<Vec<Histogram<u64>>>,
+    /// When the churn phase started (us since the epoch).
+    churn_start_us: AtomicU64,
     failover: Mutex<Histogram<u64>>,
     pushes: AtomicU64,
     converged: AtomicU64,
@@ -89,6 +94,8 @@ impl Tracker {
                 .collect(),
             phase: AtomicU8::new(PHASE_NONE),
             churn: Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3)?),
+            churn_by_second: Mutex::new(Vec::new()),
+            churn_start_us: AtomicU64::new(0),
             failover: Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3)?),
             pushes: AtomicU64::new(0),
             converged: AtomicU64::new(0),
@@ -116,7 +123,7 @@ impl Tracker {
                 s.last[p] = seq;
                 if seq > s.seen[p] {
                     s.seen[p] = seq;
-                    latencies.push(now.saturating_sub(sent).max(1));
+                    latencies.push((sent, now.saturating_sub(sent).max(1)));
                 }
             }
             if s.converged_at.is_none() && s.last.iter().all(|v| *v != u64::MAX) {
@@ -129,9 +136,25 @@ impl Tracker {
             PHASE_FAILOVER => &self.failover,
             _ => return,
         };
-        let mut h = hist.lock();
-        for l in latencies {
-            let _ = h.record(l);
+        {
+            let mut h = hist.lock();
+            for &(_, l) in &latencies {
+                let _ = h.record(l);
+            }
+        }
+        if phase == PHASE_CHURN {
+            let start = self.churn_start_us.load(Ordering::Relaxed);
+            let mut by_second = self.churn_by_second.lock();
+            for (sent, l) in latencies {
+                let second = (sent.saturating_sub(start) / 1_000_000) as usize;
+                while by_second.len() <= second {
+                    match Histogram::new_with_bounds(1, 600_000_000, 2) {
+                        Ok(h) => by_second.push(h),
+                        Err(_) => return,
+                    }
+                }
+                let _ = by_second[second].record(l);
+            }
         }
     }
 }
@@ -476,6 +499,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         Some(cl) => Some(cl.data_histogram(REPLICATION_LAG).await),
         None => None,
     };
+    tracker.churn_start_us.store(now_us(), Ordering::Relaxed);
     tracker.phase.store(PHASE_CHURN, Ordering::Relaxed);
     let pushes_before = tracker.pushes.load(Ordering::Relaxed);
     let t0 = Instant::now();
@@ -500,11 +524,43 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         republishes: sent,
         seconds: churn_secs,
         latency: Latency::of(&tracker.churn.lock()),
+        by_second: tracker
+            .churn_by_second
+            .lock()
+            .iter()
+            .map(Latency::of)
+            .collect(),
         pushes_per_second: pushes as f64 / churn_secs,
         stale_subscribers: stale,
         replication_lag,
     };
-    progress("churn", format!("{churn_report:?}"));
+    progress(
+        "churn",
+        format!(
+            "p50 {} us, p99 {} us, p999 {} us; {:.0} pushes/s, {} stale",
+            churn_report.latency.p50_us,
+            churn_report.latency.p99_us,
+            churn_report.latency.p999_us,
+            churn_report.pushes_per_second,
+            churn_report.stale_subscribers
+        ),
+    );
+    let series = |f: fn(&Latency) -> u64| {
+        churn_report
+            .by_second
+            .iter()
+            .map(|l| format!("{:.1}", f(l) as f64 / 1000.0))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    progress(
+        "churn",
+        format!("p99 by second sent, ms: {}", series(|l| l.p99_us)),
+    );
+    progress(
+        "churn",
+        format!("max by second sent, ms: {}", series(|l| l.max_us)),
+    );
 
     // Footprint before anything is killed.
     let mut footprint = cluster.as_ref().map(|cl| {
