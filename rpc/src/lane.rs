@@ -46,6 +46,20 @@ where
     (rid, answer)
 }
 
+/// Capacity a queue keeps however empty it gets: what a lane holds in ordinary traffic.
+const KEPT_CAPACITY: usize = 1024;
+
+/// Gives back the memory of a burst once it has drained: a map keeps its largest capacity
+/// (a million publishers registering at once leave their lane's map at a million buckets),
+/// and a lane that once held a burst would hold its memory, and scan its buckets on every
+/// batch, for the rest of the process. Shrinks only when less than an eighth is in use, so
+/// a steady load never rehashes back and forth.
+pub fn shrink_after_burst<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > KEPT_CAPACITY && map.len() < map.capacity() / 8 {
+        map.shrink_to((map.len() * 2).max(KEPT_CAPACITY));
+    }
+}
+
 /// Work queued for one peer, with its wake-up and stop.
 pub struct Lane<K, V> {
     /// The peer's address.
@@ -189,9 +203,12 @@ where
             total = total.saturating_add(b);
             keys.push(k.clone());
         }
-        keys.into_iter()
+        let batch = keys
+            .into_iter()
             .filter_map(|k| pending.remove_entry(&k))
-            .collect()
+            .collect();
+        shrink_after_burst(&mut pending);
+        batch
     }
 
     /// The loop: until stopped, sends everything queued in batches.
@@ -370,5 +387,24 @@ mod tests {
         assert_eq!(*handed.lock(), vec![1]);
         // Well under the unreachable backoff's ceiling of 2 s.
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_memory_back_and_a_steady_load_keeps_its_table() {
+        let mut map: HashMap<u32, u64> = (0..100_000).map(|k| (k, 0)).collect();
+        let burst = map.capacity();
+        map.retain(|k, _| *k < 50_000);
+        let half = map.capacity();
+        shrink_after_burst(&mut map);
+        assert_eq!(map.capacity(), half, "half full: kept");
+        map.retain(|k, _| *k < 100);
+        shrink_after_burst(&mut map);
+        assert!(map.capacity() < burst / 50, "drained: {}", map.capacity());
+        assert!(map.capacity() >= KEPT_CAPACITY);
+        assert_eq!(map.len(), 100);
+        let kept = map.capacity();
+        map.clear();
+        shrink_after_burst(&mut map);
+        assert_eq!(map.capacity(), kept, "at the floor: not shrunk again");
     }
 }
