@@ -328,9 +328,11 @@ async fn follow_view(state: Arc<DataState>, shutdown: CancellationToken) {
                 tracing::warn!("joined the cluster again: copying every held slot in afresh");
                 let count = *rejoins.borrow_and_update();
                 state.slots.forget_all();
-                for slot in 0..state.store.slot_count() {
-                    state.store.drop_slot(slot);
-                }
+                crate::store::free_elsewhere(
+                    (0..state.store.slot_count())
+                        .map(|slot| state.store.drop_slot(slot))
+                        .collect(),
+                );
                 state.rejoins_handled.store(count, Ordering::Release);
                 prev = None;
             }
@@ -464,10 +466,12 @@ async fn housekeeping(state: Arc<DataState>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
         }
         let now = Instant::now();
+        let mut dropped = Vec::new();
         for slot in state.slots.expire(now) {
-            state.store.drop_slot(slot);
+            dropped.push(state.store.drop_slot(slot));
             tracing::debug!(slot, "dropped a slot that moved away");
         }
+        crate::store::free_elsewhere(dropped);
         let view = state.membership.view();
         let referenced = state.store.sessions_in(|slot| {
             view.slots

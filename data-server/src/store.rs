@@ -172,6 +172,33 @@ impl Owners {
     }
 }
 
+/// Pause between two slots freed by [`free_elsewhere`].
+const FREE_PACE: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Frees what [`Store::drop_slot`] took on a blocking thread, away from the runtime that
+/// serves requests (the data of slots that moved away frees hundreds of thousands of
+/// allocations at once).
+pub fn free_elsewhere(dropped: Vec<Shard>) {
+    if dropped.iter().all(|s| s.datums.is_empty()) {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        // One slot at a time, paced: the freeing thread shares the cores with the runtime.
+        Ok(rt) => {
+            rt.spawn_blocking(move || {
+                for shard in dropped {
+                    let freed = !shard.datums.is_empty();
+                    drop(shard);
+                    if freed {
+                        std::thread::sleep(FREE_PACE);
+                    }
+                }
+            });
+        }
+        Err(_) => drop(dropped),
+    }
+}
+
 /// The datums of one slot.
 #[derive(Debug, Default)]
 pub struct Shard {
@@ -462,12 +489,13 @@ impl Store {
         Ok(shard.datums.iter().map(|(id, s)| s.to_datum(id)).collect())
     }
 
-    /// Forgets every datum of a slot.
-    pub fn drop_slot(&self, slot: SlotId) {
-        if let Some(shard) = self.slots.get(slot as usize) {
-            let mut shard = shard.lock();
-            shard.datums.clear();
-            shard.owners = Owners::default();
+    /// Forgets every datum of a slot, and hands them back: freeing a slot of a million-
+    /// publisher cluster takes milliseconds, and dropping many at once on the runtime would
+    /// hold every request behind it (see [`free_elsewhere`]).
+    pub fn drop_slot(&self, slot: SlotId) -> Shard {
+        match self.slots.get(slot as usize) {
+            Some(shard) => std::mem::take(&mut *shard.lock()),
+            None => Shard::default(),
         }
     }
 
@@ -632,7 +660,7 @@ mod tests {
                     }
                     store.install(datum, ok).unwrap();
                 }
-                _ => store.drop_slot(store.slot_of(id)),
+                _ => drop(store.drop_slot(store.slot_of(id))),
             }
             let held: std::collections::HashSet<MemberId> = (0..store.slot_count())
                 .flat_map(|slot| store.slot_datums(slot, ok).unwrap())
