@@ -8,9 +8,14 @@
 //!   published again, one the primary holds for this session that the session no longer has
 //!   is removed. Runs at once for the slots whose
 //!   primary changed in a new view (failover, migration), and for every slot each interval.
-//! - **Version pull**, each interval: one batched version query per data server for every
-//!   dataInfoId with local subscribers; anything newer than the cache is fetched and pushed,
-//!   so a lost change notification costs at most one interval.
+//! - **Version pull**, each interval: batched version queries to each data server for every
+//!   dataInfoId with local subscribers, paced over a third of the interval; anything newer
+//!   than the cache is fetched and pushed, so a lost change notification costs about one
+//!   interval.
+//!
+//! Both walk everything the session holds, so both let the runtime go often and compare
+//! big slots one at a time: the pushes behind a pass wait for a small step of it, never for
+//! all of it.
 //!
 //! A slot a primary does not answer for (still copying in, or unreachable) stays pending and
 //! is retried with backoff.
@@ -33,7 +38,7 @@ use parking_lot::Mutex;
 use registry_common::error::ErrorCode;
 use registry_common::id::DataInfoId;
 use registry_common::member::ClusterView;
-use registry_common::model::{Publisher, PublisherKey};
+use registry_common::model::PublisherKey;
 use registry_common::proto::data::{
     FetchRequest, PublisherDigest, SessionPublishersRequest, SessionPublishersResponse,
     SessionSummaryResponse, VersionsResponse, WriteOp,
@@ -260,143 +265,235 @@ pub async fn repair(
     out
 }
 
-/// Compares the slots of `asks` (primary address, slots) publisher by publisher; adds the
-/// slots compared to `out.covered` and returns the writes that make the primaries equal to
-/// this session.
+/// Slots summarised again in one request before they are compared. A differing slot costs
+/// all of its publishers on both sides (about 2,000 of this session's at a million
+/// publishers), and under churn many slots differ for a moment (a write on its way when the
+/// tallies were read). So a pass looks again at a few slots at a time and compares those
+/// still differing one slot per request, each data server in its own sequence, rather than
+/// in one answer of tens of megabytes that would hold both servers' runtimes, and every push
+/// behind them, for a quarter of a second.
+const CONFIRM_SLOTS: usize = 8;
+
+/// Ids a pass looks at before it lets the runtime go: a pass over every subscribed id (a
+/// hundred thousand at a million publishers) must not hold up the pushes behind it.
+const YIELD_EVERY: usize = 256;
+
+/// Ids in one version-pull request: small enough that looking at one answer holds the
+/// runtime for well under a millisecond.
+const PULL_BATCH: usize = 256;
+
+/// The periodic version pull is paced over this fraction of the interval, so each id is
+/// still pulled once per interval.
+const PULL_SPREAD: u32 = 3;
+
+/// Compares the slots of `asks` (primary address, slots): a few at a time are summarised
+/// again, and those still differing are compared publisher by publisher, one at a time. Adds the slots settled to `out.covered` and returns the writes that make the
+/// primaries equal to this session.
 async fn compare(
     state: &SessionState,
     view: &ClusterView,
     asks: Vec<(String, Vec<SlotId>)>,
     out: &mut Repaired,
 ) -> Vec<WriteOp> {
-    let slot_count = view.slots.slot_count();
-    let asked: BTreeSet<SlotId> = asks.iter().flat_map(|(_, s)| s.iter().copied()).collect();
-    state
-        .reconciler
-        .compared
-        .fetch_add(asked.len() as u64, std::sync::atomic::Ordering::AcqRel);
-    let asks = asks.into_iter().map(|(addr, slots)| {
-        let req = SessionPublishersRequest {
-            epoch: view.epoch,
-            session: state.id.clone(),
-            slots,
-        };
-        async move {
-            let r: Result<SessionPublishersResponse, RpcError> = state
-                .http
-                .post(&addr, "/data/v1/session-publishers", &req)
-                .await;
-            (addr, r)
+    let per_server = asks.into_iter().map(|(addr, slots)| async move {
+        let mut ops = Vec::new();
+        let mut covered = BTreeSet::new();
+        for few in slots.chunks(CONFIRM_SLOTS) {
+            for slot in confirm(state, view, &addr, few, &mut covered).await {
+                compare_at(state, view, &addr, vec![slot], &mut covered, &mut ops).await;
+                tokio::task::yield_now().await;
+            }
         }
+        (ops, covered)
     });
-    let answers = futures::future::join_all(asks).await;
-    // As above: our own publishers are read after the primaries answered.
-    let mine = state
-        .registry
-        .publishers_in(slot_count, |s| asked.contains(&s));
-    let now = Instant::now();
-    let mut ops: Vec<WriteOp> = Vec::new();
-    for (addr, answer) in answers {
-        let resp = match answer {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(data = %addr, "repair query failed: {e}");
-                continue;
-            }
-        };
-        let covered: BTreeSet<SlotId> = resp
-            .slots
-            .iter()
-            .copied()
-            .filter(|s| asked.contains(s))
-            .collect();
-        let held: HashMap<&PublisherKey, &PublisherDigest> =
-            resp.publishers.iter().map(|d| (&d.key, d)).collect();
-        let mine_here: Vec<&Arc<Publisher>> = mine
-            .iter()
-            .filter(|p| covered.contains(&slot_of(&p.data_info_id, slot_count)))
-            .collect();
-        for p in &mine_here {
-            let same = held.get(&p.key).is_some_and(|d| {
-                d.data_info_id == p.data_info_id
-                    && d.conn_id == p.conn_id
-                    && d.version == p.version
-                    && d.registered_at_ms == p.registered_at_ms
-            });
-            if !same {
-                ops.push(WriteOp::Publish {
-                    publisher: (***p).clone(),
-                });
-            }
-        }
-        // A publisher the session holds under another dataInfoId (it moved) is a stray at
-        // the old one.
-        let owned: HashMap<&PublisherKey, (u64, &DataInfoId)> = mine_here
-            .iter()
-            .map(|p| (&p.key, (p.conn_id, &p.data_info_id)))
-            .collect();
-        for d in &resp.publishers {
-            if !covered.contains(&slot_of(&d.data_info_id, slot_count)) {
-                continue;
-            }
-            if owned.get(&d.key) != Some(&(d.conn_id, &d.data_info_id))
-                && !state.reconciler.handing_over(&d.key, now)
-            {
-                ops.push(WriteOp::Unpublish {
-                    data_info_id: d.data_info_id.clone(),
-                    key: d.key.clone(),
-                    session: state.id.clone(),
-                    conn_id: d.conn_id,
-                });
-            }
-        }
+    let mut ops = Vec::new();
+    for (o, covered) in futures::future::join_all(per_server).await {
+        ops.extend(o);
         out.covered.extend(covered);
     }
     ops
 }
 
+/// Asks `addr` again for the tallies of `slots`: those now equal go to `covered` (a write was
+/// on its way when they were first read), the others are returned. A data server without
+/// summaries (an earlier release) has all of them returned; one that does not answer, none.
+async fn confirm(
+    state: &SessionState,
+    view: &ClusterView,
+    addr: &str,
+    slots: &[SlotId],
+    covered: &mut BTreeSet<SlotId>,
+) -> Vec<SlotId> {
+    let req = SessionPublishersRequest {
+        epoch: view.epoch,
+        session: state.id.clone(),
+        slots: slots.to_vec(),
+    };
+    let answer: Result<SessionSummaryResponse, RpcError> = state
+        .http
+        .post(addr, "/data/v1/session-summary", &req)
+        .await;
+    let resp = match answer {
+        Ok(resp) => resp,
+        Err(e) if e.code() == ErrorCode::NotFound => return slots.to_vec(),
+        Err(e) => {
+            tracing::debug!(data = %addr, "repair summary failed: {e}");
+            return Vec::new();
+        }
+    };
+    let slot_count = view.slots.slot_count();
+    let mine = state.registry.tallies(slot_count);
+    let mut differ = Vec::new();
+    for s in resp.slots {
+        if !slots.contains(&s.slot) {
+            continue;
+        }
+        if mine.get(s.slot as usize) == Some(&s.tally) {
+            covered.insert(s.slot);
+        } else {
+            differ.push(s.slot);
+        }
+    }
+    differ
+}
+
+/// Compares `slots` at `addr` publisher by publisher; adds the slots compared to `covered`
+/// and the writes that make the primary equal to this session to `ops`.
+async fn compare_at(
+    state: &SessionState,
+    view: &ClusterView,
+    addr: &str,
+    slots: Vec<SlotId>,
+    covered: &mut BTreeSet<SlotId>,
+    ops: &mut Vec<WriteOp>,
+) {
+    let slot_count = view.slots.slot_count();
+    let asked: BTreeSet<SlotId> = slots.iter().copied().collect();
+    state
+        .reconciler
+        .compared
+        .fetch_add(asked.len() as u64, std::sync::atomic::Ordering::AcqRel);
+    let req = SessionPublishersRequest {
+        epoch: view.epoch,
+        session: state.id.clone(),
+        slots,
+    };
+    let answer: Result<SessionPublishersResponse, RpcError> = state
+        .http
+        .post(addr, "/data/v1/session-publishers", &req)
+        .await;
+    let resp = match answer {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(data = %addr, "repair query failed: {e}");
+            return;
+        }
+    };
+    let here: BTreeSet<SlotId> = resp
+        .slots
+        .iter()
+        .copied()
+        .filter(|s| asked.contains(s))
+        .collect();
+    // As in `repair`: our own publishers are read after the primary answered.
+    let mine = state
+        .registry
+        .publishers_in(slot_count, |s| here.contains(&s));
+    let now = Instant::now();
+    let held: HashMap<&PublisherKey, &PublisherDigest> =
+        resp.publishers.iter().map(|d| (&d.key, d)).collect();
+    for p in &mine {
+        let same = held.get(&p.key).is_some_and(|d| {
+            d.data_info_id == p.data_info_id
+                && d.conn_id == p.conn_id
+                && d.version == p.version
+                && d.registered_at_ms == p.registered_at_ms
+        });
+        if !same {
+            ops.push(WriteOp::Publish {
+                publisher: (**p).clone(),
+            });
+        }
+    }
+    // A publisher the session holds under another dataInfoId (it moved) is a stray at the
+    // old one.
+    let owned: HashMap<&PublisherKey, (u64, &DataInfoId)> = mine
+        .iter()
+        .map(|p| (&p.key, (p.conn_id, &p.data_info_id)))
+        .collect();
+    for d in &resp.publishers {
+        if !here.contains(&slot_of(&d.data_info_id, slot_count)) {
+            continue;
+        }
+        if owned.get(&d.key) != Some(&(d.conn_id, &d.data_info_id))
+            && !state.reconciler.handing_over(&d.key, now)
+        {
+            ops.push(WriteOp::Unpublish {
+                data_info_id: d.data_info_id.clone(),
+                key: d.key.clone(),
+                session: state.id.clone(),
+                conn_id: d.conn_id,
+            });
+        }
+    }
+    covered.extend(here);
+}
+
 /// Asks every data server for the versions of the subscribed dataInfoIds it is primary of
 /// (those in `only` when given) and fetches whatever is newer than the cache. Returns how
-/// many were newer.
+/// many were newer. With `spread`, each data server's batches are paced evenly over that
+/// time.
 pub async fn pull_versions(
     state: &Arc<SessionState>,
     view: &ClusterView,
     only: Option<&BTreeSet<SlotId>>,
+    spread: Option<Duration>,
 ) -> usize {
-    let mut by_primary: HashMap<String, Vec<DataInfoId>> = HashMap::new();
+    let started = Instant::now();
+    let mut by_primary: HashMap<&str, Vec<DataInfoId>> = HashMap::new();
     let slot_count = view.slots.slot_count();
-    for id in state.pusher.subscribed_ids() {
-        if only.is_some_and(|slots| !slots.contains(&slot_of(&id, slot_count))) {
+    let ids = state.pusher.subscribed_ids();
+    let total = ids.len();
+    for (n, id) in ids.into_iter().enumerate() {
+        if n > 0 && n % YIELD_EVERY == 0 {
+            tokio::task::yield_now().await;
+        }
+        let slot = slot_of(&id, slot_count);
+        if only.is_some_and(|slots| !slots.contains(&slot)) {
             continue;
         }
-        if let Some(addr) = view.slots.primary_of(&id).and_then(|p| view.addr_of(p)) {
-            by_primary.entry(addr.to_owned()).or_default().push(id);
+        let primary = view.slots.get(slot).and_then(|a| a.primary.as_ref());
+        if let Some(addr) = primary.and_then(|p| view.addr_of(p)) {
+            by_primary.entry(addr).or_default().push(id);
         }
     }
-    let max = state.config.max_batch.max(1);
-    // The periodic pull of every subscribed id sends one batch at a time to each data server
-    // (the servers in parallel), so it is spread over its round trips instead of landing on
-    // the data tier, and coming back to this session, all at once. The pull of the slots
-    // that just moved makes good the changes a failover lost: all of it at once.
+    let grouped = started.elapsed();
+    let max = state.config.max_batch.clamp(1, PULL_BATCH);
+    // A pull of every subscribed id sends one batch at a time to each data server (the
+    // servers in parallel), so it is spread over its round trips instead of landing on the
+    // data tier, and coming back to this session, all at once; the periodic one is paced
+    // over a part of the interval too (at a million publishers it costs this session about
+    // half a core for a second when sent back to back, which the pushes of that second
+    // would wait behind). The pull of the slots that just moved makes good the changes a
+    // failover lost: all of it at once.
     let in_flight = if only.is_some() { usize::MAX } else { 1 };
-    let batches: Vec<(String, Vec<DataInfoId>)> = by_primary
+    let per_server: Vec<(String, Vec<Vec<DataInfoId>>)> = by_primary
         .into_iter()
-        .flat_map(|(addr, ids)| {
-            ids.chunks(max)
-                .map(|chunk| (addr.clone(), chunk.to_vec()))
-                .collect::<Vec<_>>()
+        .map(|(addr, ids)| {
+            let batches = ids.chunks(max).map(<[DataInfoId]>::to_vec).collect();
+            (addr.to_owned(), batches)
         })
         .collect();
-    let mut per_server: HashMap<String, Vec<Vec<DataInfoId>>> = HashMap::new();
-    for (addr, ids) in batches {
-        per_server.entry(addr).or_default().push(ids);
-    }
     let pulls = per_server.into_iter().map(|(addr, batches)| {
         let addr = Arc::new(addr);
-        futures::stream::iter(batches)
-            .map(move |ids| {
+        let gap = spread.map(|s| s / batches.len().max(1) as u32);
+        futures::stream::iter(batches.into_iter().enumerate())
+            .map(move |(i, ids)| {
                 let addr = addr.clone();
                 async move {
+                    if let Some(gap) = gap.filter(|_| i > 0) {
+                        tokio::time::sleep(gap).await;
+                    }
                     let req = FetchRequest {
                         epoch: view.epoch,
                         ids,
@@ -409,36 +506,48 @@ pub async fn pull_versions(
                         .metrics
                         .reconcile_latency
                         .observe(started.elapsed().as_secs_f64());
-                    match answer {
-                        Ok(resp) => Some(resp),
+                    let resp = match answer {
+                        Ok(resp) => resp,
                         Err(e) => {
                             tracing::debug!(data = %addr, "version pull failed: {e}");
-                            None
+                            return 0;
+                        }
+                    };
+                    // Each answer is looked at as it comes, and the runtime let go between
+                    // answers: the pushes waiting behind a pull of every subscribed id
+                    // wait for one batch, not for all of them.
+                    let mut newer = 0;
+                    for (n, v) in resp.versions.into_iter().enumerate() {
+                        if n > 0 && n % YIELD_EVERY == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                        if state
+                            .pusher
+                            .cached_version(&v.data_info_id)
+                            .is_none_or(|c| v.version > c)
+                        {
+                            newer += 1;
+                            state.pusher.request_fetch(v.data_info_id, v.version);
                         }
                     }
+                    newer
                 }
             })
             .buffer_unordered(in_flight)
-            .collect::<Vec<_>>()
+            .collect::<Vec<usize>>()
     });
-    let mut newer = 0;
-    for resp in futures::future::join_all(pulls)
+    let newer: usize = futures::future::join_all(pulls)
         .await
         .into_iter()
         .flatten()
-        .flatten()
-    {
-        for v in resp.versions {
-            if state
-                .pusher
-                .cached_version(&v.data_info_id)
-                .is_none_or(|c| v.version > c)
-            {
-                newer += 1;
-                state.pusher.request_fetch(v.data_info_id, v.version);
-            }
-        }
-    }
+        .sum();
+    tracing::debug!(
+        ids = total,
+        grouped_ms = grouped.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        newer,
+        "version pull done"
+    );
     if newer > 0 {
         tracing::info!(newer, "version pull found changes the notifications missed");
         state
@@ -491,7 +600,7 @@ pub async fn run(state: Arc<SessionState>, interval: Duration) {
                 .metrics
                 .repair_pass
                 .observe(repaired.duration_since(started).as_secs_f64());
-            pull_versions(&state, &view, None).await;
+            pull_versions(&state, &view, None, Some(interval / PULL_SPREAD)).await;
             state
                 .metrics
                 .pull_pass
@@ -510,7 +619,7 @@ pub async fn run(state: Arc<SessionState>, interval: Duration) {
                 .pull
                 .swap(false, std::sync::atomic::Ordering::AcqRel)
             {
-                pull_versions(&state, &view, None).await;
+                pull_versions(&state, &view, None, None).await;
             }
             continue;
         }
@@ -524,9 +633,9 @@ pub async fn run(state: Arc<SessionState>, interval: Duration) {
             .pull
             .swap(false, std::sync::atomic::Ordering::AcqRel);
         if all {
-            pull_versions(&state, &view, None).await;
+            pull_versions(&state, &view, None, None).await;
         } else if !r.covered.is_empty() {
-            pull_versions(&state, &view, Some(&r.covered)).await;
+            pull_versions(&state, &view, Some(&r.covered), None).await;
         }
         let missed: Vec<SlotId> = dirty.difference(&r.covered).copied().collect();
         if missed.is_empty() {

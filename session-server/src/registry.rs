@@ -6,7 +6,9 @@
 //! reconnect) the entry moves to the new connection, and the old connection's close no longer
 //! removes it. Registration results are the write ops to forward to the data tier.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -308,22 +310,21 @@ impl Registry {
         slot_count: u32,
         in_slot: impl Fn(SlotId) -> bool,
     ) -> Vec<Arc<Publisher>> {
-        self.publishers
-            .lock()
-            .map
-            .values()
-            .filter(|p| in_slot(slot_of(&p.data_info_id, slot_count)))
-            .cloned()
+        let mut held = self.publishers.lock();
+        held.count_slots(slot_count);
+        held.slots
+            .iter()
+            .enumerate()
+            .filter(|(s, _)| in_slot(*s as SlotId))
+            .flat_map(|(_, slot)| slot.publishers.iter().map(|p| p.0.clone()))
             .collect()
     }
 
     /// The tally of the publishers this session holds in each of `slot_count` slots.
     pub fn tallies(&self, slot_count: u32) -> Vec<Tally> {
         let mut held = self.publishers.lock();
-        if held.tallies.len() != slot_count.max(1) as usize {
-            held.count_slots(slot_count);
-        }
-        held.tallies.clone()
+        held.count_slots(slot_count);
+        held.slots.iter().map(|s| s.tally).collect()
     }
 
     /// The publisher held under `key`, if any.
@@ -332,43 +333,95 @@ impl Registry {
     }
 }
 
-/// The session's publishers with their [`Tally`] per slot, kept together under one lock so
-/// that a tally always describes the map beside it. The tallies are counted on first use,
-/// once the slot count is known, and again if it ever changes.
+/// The session's publishers, with their [`Tally`] and their set per slot, kept together
+/// under one lock so that a slot's tally always describes the map beside it. The slots are
+/// filled on first use, once the slot count is known, and again if it ever changes; from then
+/// on the repair reads one slot's publishers without walking the others.
 #[derive(Default)]
 struct Held {
     map: HashMap<PublisherKey, Arc<Publisher>>,
     /// One per slot; empty until first asked for.
-    tallies: Vec<Tally>,
+    slots: Vec<HeldSlot>,
+}
+
+/// The publishers of one slot, and their tally.
+#[derive(Default)]
+struct HeldSlot {
+    tally: Tally,
+    publishers: HashSet<ByKey>,
+}
+
+/// A held publisher, hashed and compared by its key (as the map holds it), so a slot's set
+/// costs one pointer per publisher.
+struct ByKey(Arc<Publisher>);
+
+impl PartialEq for ByKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for ByKey {}
+
+impl Hash for ByKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.key.hash(state)
+    }
+}
+
+impl Borrow<PublisherKey> for ByKey {
+    fn borrow(&self) -> &PublisherKey {
+        &self.0.key
+    }
 }
 
 impl Held {
     /// Adds or replaces a publisher; returns the one replaced.
     fn insert(&mut self, p: Arc<Publisher>) -> Option<Arc<Publisher>> {
-        self.tally(&p, Tally::add);
-        let old = self.map.insert(p.key.clone(), p)?;
-        self.tally(&old, Tally::sub);
-        Some(old)
+        let old = self.map.insert(p.key.clone(), p.clone());
+        if let Some(old) = &old {
+            self.leave_slot(old);
+        }
+        self.join_slot(p);
+        old
     }
 
     fn remove(&mut self, key: &PublisherKey) -> Option<Arc<Publisher>> {
         let old = self.map.remove(key)?;
-        self.tally(&old, Tally::sub);
+        self.leave_slot(&old);
         Some(old)
     }
 
-    fn tally(&mut self, p: &Publisher, f: fn(&mut Tally, &Publisher)) {
-        if !self.tallies.is_empty() {
-            let slot = slot_of(&p.data_info_id, self.tallies.len() as u32);
-            f(&mut self.tallies[slot as usize], p);
+    fn slot_of(&self, p: &Publisher) -> Option<usize> {
+        (!self.slots.is_empty()).then(|| slot_of(&p.data_info_id, self.slots.len() as u32) as usize)
+    }
+
+    fn join_slot(&mut self, p: Arc<Publisher>) {
+        if let Some(s) = self.slot_of(&p) {
+            let slot = &mut self.slots[s];
+            slot.tally.add(&p);
+            slot.publishers.insert(ByKey(p));
         }
     }
 
+    fn leave_slot(&mut self, p: &Publisher) {
+        if let Some(s) = self.slot_of(p) {
+            let slot = &mut self.slots[s];
+            slot.tally.sub(p);
+            slot.publishers.remove(&p.key);
+        }
+    }
+
+    /// Sorts every publisher into `slot_count` slots, if not done for that count already.
     fn count_slots(&mut self, slot_count: u32) {
-        self.tallies = vec![Tally::default(); slot_count.max(1) as usize];
-        for p in self.map.values() {
-            let slot = slot_of(&p.data_info_id, slot_count.max(1));
-            self.tallies[slot as usize].add(p);
+        let n = slot_count.max(1) as usize;
+        if self.slots.len() == n {
+            return;
+        }
+        self.slots = (0..n).map(|_| HeldSlot::default()).collect();
+        let all: Vec<Arc<Publisher>> = self.map.values().cloned().collect();
+        for p in all {
+            self.join_slot(p);
         }
     }
 }
@@ -379,5 +432,81 @@ fn unpublish_op(p: &Publisher) -> WriteOp {
         key: p.key.clone(),
         session: p.session.clone(),
         conn_id: p.conn_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publisher(service: u32, client: u32, version: u64) -> Arc<Publisher> {
+        Arc::new(Publisher {
+            data_info_id: DataInfoId::parse(&format!("svc.{service}#@#DEFAULT_INSTANCE_ID#@#G"))
+                .expect("valid id"),
+            key: PublisherKey {
+                client_id: format!("c{client}"),
+                regist_id: "r".into(),
+            },
+            data: vec![format!("10.0.0.{client}:80")],
+            version,
+            session: MemberId("s1".into()),
+            conn_id: 1,
+            registered_at_ms: version,
+            zone: String::new(),
+            app: String::new(),
+        })
+    }
+
+    /// Each slot's set and tally match what a recount of the map gives.
+    fn check(held: &Held) {
+        let n = held.slots.len() as u32;
+        for (s, slot) in held.slots.iter().enumerate() {
+            let mut tally = Tally::default();
+            let mut keys = Vec::new();
+            for p in held.map.values() {
+                if slot_of(&p.data_info_id, n) as usize == s {
+                    tally.add(p);
+                    keys.push(p.key.clone());
+                }
+            }
+            assert_eq!(slot.tally, tally, "slot {s}");
+            assert_eq!(slot.publishers.len(), keys.len(), "slot {s}");
+            for k in keys {
+                let p = slot.publishers.get(&k).expect("publisher in its slot");
+                assert!(
+                    Arc::ptr_eq(&p.0, &held.map[&k]),
+                    "slot {s} holds the current one"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn slots_follow_inserts_moves_and_removals() {
+        let mut held = Held::default();
+        for c in 0..40 {
+            held.insert(publisher(c % 7, c, 1));
+        }
+        held.count_slots(16);
+        check(&held);
+        // Republished, moved to another service, removed, added after the count.
+        for c in 0..40 {
+            match c % 4 {
+                0 => assert!(held.insert(publisher(c % 7, c, 2)).is_some()),
+                1 => assert!(held.insert(publisher(c % 7 + 100, c, 3)).is_some()),
+                2 => assert!(held
+                    .remove(&PublisherKey {
+                        client_id: format!("c{c}"),
+                        regist_id: "r".into(),
+                    })
+                    .is_some()),
+                _ => assert!(held.insert(publisher(c % 5, c + 1000, 1)).is_none()),
+            }
+            check(&held);
+        }
+        // A new slot count sorts everything again.
+        held.count_slots(8);
+        assert_eq!(held.slots.len(), 8);
+        check(&held);
     }
 }
