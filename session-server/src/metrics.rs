@@ -55,7 +55,7 @@ pub struct SessionMetrics {
     /// One periodic repair of every slot (tallies, then the slots that differ).
     pub repair_pass: Histogram,
     /// One periodic version pull of every subscribed dataInfoId, pacing included (it is
-    /// spread over a third of the interval on purpose).
+    /// spread over half the interval on purpose).
     pub pull_pass: Histogram,
 }
 
@@ -190,7 +190,7 @@ impl SessionMetrics {
             pull_pass: latency(
                 &r,
                 "registry_session_pull_pass_seconds",
-                "One periodic version pull of every subscribed dataInfoId, paced over a third of the interval",
+                "One periodic version pull of every subscribed dataInfoId, paced over half the interval",
             ),
             registry: {
                 register_process(&r);

@@ -9,7 +9,7 @@
 //!   is removed. Runs at once for the slots whose
 //!   primary changed in a new view (failover, migration), and for every slot each interval.
 //! - **Version pull**, each interval: batched version queries to each data server for every
-//!   dataInfoId with local subscribers, paced over a third of the interval; anything newer
+//!   dataInfoId with local subscribers, paced over half the interval; anything newer
 //!   than the cache is fetched and pushed, so a lost change notification costs about one
 //!   interval.
 //!
@@ -278,13 +278,15 @@ const CONFIRM_SLOTS: usize = 8;
 /// hundred thousand at a million publishers) must not hold up the pushes behind it.
 const YIELD_EVERY: usize = 256;
 
-/// Ids in one version-pull request: small enough that looking at one answer holds the
-/// runtime for well under a millisecond.
-const PULL_BATCH: usize = 256;
+/// Ids in one request of the paced version pull: small enough that looking at one answer
+/// holds the runtime for well under a millisecond.
+const PULL_BATCH: usize = 128;
 
-/// The periodic version pull is paced over this fraction of the interval, so each id is
-/// still pulled once per interval.
-const PULL_SPREAD: u32 = 3;
+/// The periodic version pull is paced over the interval divided by this (half of it), so
+/// each id is still pulled once per interval. At a million publishers, a pull over a third
+/// of the interval in batches of 256 left churn p99 at 4.4 ms, over half in batches of 128
+/// at 3.5 ms (against 2.5 ms between pulls).
+const PULL_SPREAD: u32 = 2;
 
 /// Compares the slots of `asks` (primary address, slots): a few at a time are summarised
 /// again, and those still differing are compared publisher by publisher, one at a time. Adds the slots settled to `out.covered` and returns the writes that make the
@@ -468,7 +470,12 @@ pub async fn pull_versions(
         }
     }
     let grouped = started.elapsed();
-    let max = state.config.max_batch.clamp(1, PULL_BATCH);
+    // Paced batches are small, so that looking at one answer is a short step; batches sent
+    // at once are as large as the data servers take, so there are few of them.
+    let max = match spread {
+        Some(_) => state.config.max_batch.clamp(1, PULL_BATCH),
+        None => state.config.max_batch.max(1),
+    };
     // A pull of every subscribed id sends one batch at a time to each data server (the
     // servers in parallel), so it is spread over its round trips instead of landing on the
     // data tier, and coming back to this session, all at once; the periodic one is paced
