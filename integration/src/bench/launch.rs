@@ -145,7 +145,16 @@ pub fn bin_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 impl ProcCluster {
     /// Resident memory of the data servers still running, summed, in KiB.
     pub fn data_rss_kib(&self) -> u64 {
-        self.datas
+        Self::rss_sum(&self.datas)
+    }
+
+    /// Resident memory of the session servers still running, summed, in KiB.
+    pub fn session_rss_kib(&self) -> u64 {
+        Self::rss_sum(&self.sessions)
+    }
+
+    fn rss_sum(procs: &[Proc]) -> u64 {
+        procs
             .iter()
             .filter_map(|d| d.pid().and_then(rss_kib))
             .map(|(current, _)| current)

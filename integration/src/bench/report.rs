@@ -115,6 +115,47 @@ pub struct Footprint {
     /// Per stored copy beyond the payload once the data servers' memory has settled after
     /// the register phase (transient request buffers freed and returned to the system).
     pub data_bytes_per_copy_settled: f64,
+    /// Growth of the sessions' resident memory over the register phase, per registration
+    /// (publishers and subscriptions together: a session holds both, with the datum cache
+    /// and the connections' buffers).
+    pub session_bytes_per_registration: f64,
+}
+
+/// The sessions' periodic reconciliation passes up to the end of churn (from their
+/// `registry_session_{repair,pull}_pass_seconds`, all sessions together).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Passes {
+    pub repairs: u64,
+    pub repair_mean_ms: f64,
+    pub pulls: u64,
+    /// Pacing included: the periodic pull is spread over half the interval.
+    pub pull_mean_ms: f64,
+}
+
+impl Passes {
+    /// From the counters scraped from every server (`ProcCluster::counters`).
+    pub fn of(counters: &[(String, Vec<(String, f64)>)]) -> Option<Self> {
+        let total = |name: &str| -> f64 {
+            counters
+                .iter()
+                .flat_map(|(_, c)| c.iter())
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v)
+                .sum()
+        };
+        let repairs = total("registry_session_repair_pass_seconds_count");
+        let pulls = total("registry_session_pull_pass_seconds_count");
+        if repairs + pulls == 0.0 {
+            return None;
+        }
+        let mean = |sum: f64, n: f64| if n > 0.0 { sum / n * 1e3 } else { 0.0 };
+        Some(Self {
+            repairs: repairs as u64,
+            repair_mean_ms: mean(total("registry_session_repair_pass_seconds_sum"), repairs),
+            pulls: pulls as u64,
+            pull_mean_ms: mean(total("registry_session_pull_pass_seconds_sum"), pulls),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,6 +166,9 @@ pub struct Report {
     pub churn: Churn,
     pub failover: Option<Failover>,
     pub footprint: Option<Footprint>,
+    /// The sessions' reconciliation passes (`None` when the cluster was not started by the
+    /// tool).
+    pub passes: Option<Passes>,
     /// Every server's resident memory over the run (`None` when the cluster was not started
     /// by the tool).
     pub rss: Option<RssReport>,
@@ -225,6 +269,20 @@ impl Report {
             out += &format!(
                 "| footprint | per stored copy beyond payload, settled | {:.0} B |\n",
                 m.data_bytes_per_copy_settled
+            );
+            out += &format!(
+                "| footprint | session-server memory per registration (publisher or subscription) | {:.0} B |\n",
+                m.session_bytes_per_registration
+            );
+        }
+        if let Some(ps) = &self.passes {
+            out += &format!(
+                "| reconcile | repair of every slot, mean of {} passes | {:.0} ms |\n",
+                ps.repairs, ps.repair_mean_ms
+            );
+            out += &format!(
+                "| reconcile | version pull of every subscribed id, paced, mean of {} passes | {:.0} ms |\n",
+                ps.pulls, ps.pull_mean_ms
             );
         }
         if let Some(r) = &self.rss {

@@ -39,7 +39,7 @@ use super::launch::{bin_dir, sub_buckets, ProcCluster};
 use super::params::{Args, Params};
 use super::payload::{decode, encode};
 use super::report::{
-    Churn, Failover, Footprint, Latency, ProcMemory, Register, ReplicationLag, Report,
+    Churn, Failover, Footprint, Latency, Passes, ProcMemory, Register, ReplicationLag, Report,
 };
 use crate::rss::{rss_kib, Sampler};
 
@@ -319,6 +319,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         .map(|c| Sampler::start(c.pids.clone(), Duration::from_secs(args.rss_every)));
     let rss_warmup = Duration::from_secs(args.rss_warmup);
     let data_rss_before: u64 = cluster.as_ref().map_or(0, ProcCluster::data_rss_kib);
+    let session_rss_before: u64 = cluster.as_ref().map_or(0, ProcCluster::session_rss_kib);
 
     // Clients, round-robin over the sessions; each knows all of them for failover.
     let (credential, tls) = cluster
@@ -482,6 +483,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     };
     progress("register", format!("{register:?}"));
     let data_rss_after: u64 = cluster.as_ref().map_or(0, ProcCluster::data_rss_kib);
+    let session_rss_after: u64 = cluster.as_ref().map_or(0, ProcCluster::session_rss_kib);
     let data_rss_settled = match &cluster {
         Some(cl) => settled_rss_kib(cl).await,
         None => 0,
@@ -515,10 +517,13 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         )),
         _ => None,
     };
+    let mut passes = None;
     if let Some(cl) = &cluster {
-        for (name, counters) in cl.counters().await {
-            progress("churn", format!("{name}: {counters:?}"));
+        let counters = cl.counters().await;
+        for (name, c) in &counters {
+            progress("churn", format!("{name}: {c:?}"));
         }
+        passes = Passes::of(&counters);
     }
     let churn_report = Churn {
         republishes: sent,
@@ -587,6 +592,10 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             data_bytes_per_publisher: per_publisher,
             data_bytes_per_copy_beyond_payload: per_publisher / copies - params.payload as f64,
             data_bytes_per_copy_settled: settled / (d * p) as f64 / copies - params.payload as f64,
+            session_bytes_per_registration: session_rss_after.saturating_sub(session_rss_before)
+                as f64
+                * 1024.0
+                / (d * (p + s)) as f64,
         }
     });
 
@@ -692,6 +701,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         churn: churn_report,
         failover,
         footprint,
+        passes,
         rss,
     })
 }
