@@ -276,13 +276,17 @@ impl Report {
             );
         }
         if let Some(ps) = &self.passes {
+            let mean = |n: u64, ms: f64| match n {
+                0 => "none finished".to_owned(),
+                n => format!("{ms:.0} ms (mean of {n})"),
+            };
             out += &format!(
-                "| reconcile | repair of every slot, mean of {} passes | {:.0} ms |\n",
-                ps.repairs, ps.repair_mean_ms
+                "| reconcile | repair of every slot | {} |\n",
+                mean(ps.repairs, ps.repair_mean_ms)
             );
             out += &format!(
-                "| reconcile | version pull of every subscribed id, paced, mean of {} passes | {:.0} ms |\n",
-                ps.pulls, ps.pull_mean_ms
+                "| reconcile | version pull of every subscribed id, paced | {} |\n",
+                mean(ps.pulls, ps.pull_mean_ms)
             );
         }
         if let Some(r) = &self.rss {
