@@ -34,6 +34,9 @@ pub struct Register {
     pub per_second: f64,
     /// First registration to every subscriber holding all publishers of its service.
     pub full_convergence_ms: u64,
+    /// Subscribers that first held all publishers of their service in each second since the
+    /// first registration (the shape of convergence: how fast the tail drains).
+    pub converged_by_second: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

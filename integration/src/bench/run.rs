@@ -468,20 +468,47 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let convergence = tracker
+    let converged_at: Vec<Duration> = tracker
         .subs
         .iter()
         .filter_map(|s| s.lock().converged_at)
-        .max()
-        .map_or(Duration::ZERO, |t| t.duration_since(started));
+        .map(|t| t.duration_since(started))
+        .collect();
+    let convergence = converged_at.iter().max().copied().unwrap_or_default();
+    let mut converged_by_second = vec![0u64; convergence.as_secs() as usize + 1];
+    for t in &converged_at {
+        converged_by_second[t.as_secs() as usize] += 1;
+    }
     ticker.abort();
     let register = Register {
         registrations: total,
         seconds: registered.as_secs_f64(),
         per_second: total as f64 / registered.as_secs_f64(),
         full_convergence_ms: convergence.as_millis() as u64,
+        converged_by_second,
     };
-    progress("register", format!("{register:?}"));
+    progress(
+        "register",
+        format!(
+            "{} registrations in {:.1} s ({:.0}/s), full convergence {} ms",
+            register.registrations,
+            register.seconds,
+            register.per_second,
+            register.full_convergence_ms
+        ),
+    );
+    progress(
+        "register",
+        format!(
+            "subscribers converged by second since the first registration: {}",
+            register
+                .converged_by_second
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    );
     let data_rss_after: u64 = cluster.as_ref().map_or(0, ProcCluster::data_rss_kib);
     let session_rss_after: u64 = cluster.as_ref().map_or(0, ProcCluster::session_rss_kib);
     let data_rss_settled = match &cluster {
