@@ -150,13 +150,32 @@ async fn a_datum_emptied_by_a_dead_session_is_held_back_for_the_protection_windo
         || async { data.store.datum(&id).publishers.is_empty() },
     )
     .await;
-    let removed = Instant::now();
+    // The hold is timed from the watcher's session's own record of when it began: the moment
+    // this test sees the removal can be late by any scheduling delay of a loaded machine.
+    let pusher = cluster.sessions[1].server().state().pusher.clone();
+    let mut since = None;
+    until(
+        "the watcher's session holds the emptied datum back",
+        Duration::from_secs(10),
+        || {
+            since = since.or_else(|| pusher.held_since(&id));
+            let found = since.is_some();
+            async move { found }
+        },
+    )
+    .await;
+    let since = since.expect("waited for");
     let u = tokio::time::timeout(Duration::from_secs(10), sub.next())
         .await
         .unwrap()
         .unwrap();
-    assert!(u.data.is_empty());
-    let held = removed.elapsed();
+    assert!(
+        u.data.is_empty(),
+        "got {:?} at version {}",
+        u.data,
+        u.version
+    );
+    let held = since.elapsed();
     assert!(
         held >= Duration::from_millis(1_300),
         "empty datum pushed after only {held:?}"

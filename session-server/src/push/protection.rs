@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use registry_common::id::DataInfoId;
 use registry_common::model::PushDatum;
 
 use super::Pusher;
@@ -15,6 +16,11 @@ impl Pusher {
     /// DataInfoIds whose datum is being held back by removal protection now.
     pub fn held_back(&self) -> usize {
         self.held_empty.lock().len()
+    }
+
+    /// Since when `id`'s datum has been held back, if it is now.
+    pub fn held_since(&self, id: &DataInfoId) -> Option<Instant> {
+        self.held_empty.lock().get(id).copied()
     }
 
     /// Whether to hold back `datum`: a server-side event removed publishers from it and it
