@@ -54,7 +54,7 @@ const KEPT_CAPACITY: usize = 1024;
 /// and a lane that once held a burst would hold its memory, and scan its buckets on every
 /// batch, for the rest of the process. Shrinks only when less than an eighth is in use, so
 /// a steady load never rehashes back and forth.
-pub fn shrink_after_burst<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
+fn shrink_after_burst<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
     if map.capacity() > KEPT_CAPACITY && map.len() < map.capacity() / 8 {
         map.shrink_to((map.len() * 2).max(KEPT_CAPACITY));
     }

@@ -289,8 +289,9 @@ const PULL_BATCH: usize = 128;
 const PULL_SPREAD: u32 = 2;
 
 /// Compares the slots of `asks` (primary address, slots): a few at a time are summarised
-/// again, and those still differing are compared publisher by publisher, one at a time. Adds the slots settled to `out.covered` and returns the writes that make the
-/// primaries equal to this session.
+/// again, and those still differing are compared publisher by publisher, one at a time.
+/// Adds the slots settled to `out.covered` and returns the writes that make the primaries
+/// equal to this session.
 async fn compare(
     state: &SessionState,
     view: &ClusterView,
