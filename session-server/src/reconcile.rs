@@ -186,23 +186,13 @@ pub async fn repair(
     }
     let by_primary: Vec<(String, Vec<SlotId>)> = by_primary.into_iter().collect();
     let asks = by_primary.iter().map(|(addr, slots)| {
-        let req = SessionPublishersRequest {
-            epoch: view.epoch,
-            session: state.id.clone(),
-            // Empty means "all"; ask explicitly when a subset is wanted.
-            slots: if only.is_some() {
-                slots.clone()
-            } else {
-                Vec::new()
-            },
+        // Empty means "all"; ask explicitly when a subset is wanted.
+        let slots = if only.is_some() {
+            slots.clone()
+        } else {
+            Vec::new()
         };
-        async move {
-            let r: Result<SessionSummaryResponse, RpcError> = state
-                .http
-                .post(addr, "/data/v1/session-summary", &req)
-                .await;
-            r
-        }
+        ask_slots::<SessionSummaryResponse>(state, view, addr, SUMMARY, slots)
     });
     let answers = futures::future::join_all(asks).await;
     // Read our own tallies only after the primaries answered: anything registered before
@@ -288,6 +278,29 @@ const PULL_BATCH: usize = 128;
 /// at 3.5 ms (against 2.5 ms between pulls).
 const PULL_SPREAD: u32 = 2;
 
+/// The route of the per-slot tallies of what a primary holds for one session.
+const SUMMARY: &str = "/data/v1/session-summary";
+
+/// The route of the publishers themselves.
+const PUBLISHERS: &str = "/data/v1/session-publishers";
+
+/// Asks the primary at `addr` about this session's publishers in `slots` (empty: every slot
+/// it is primary of), at `path`: [`SUMMARY`] or [`PUBLISHERS`].
+async fn ask_slots<R: serde::de::DeserializeOwned>(
+    state: &SessionState,
+    view: &ClusterView,
+    addr: &str,
+    path: &str,
+    slots: Vec<SlotId>,
+) -> Result<R, RpcError> {
+    let req = SessionPublishersRequest {
+        epoch: view.epoch,
+        session: state.id.clone(),
+        slots,
+    };
+    state.http.post(addr, path, &req).await
+}
+
 /// Compares the slots of `asks` (primary address, slots): a few at a time are summarised
 /// again, and those still differing are compared publisher by publisher, one at a time.
 /// Adds the slots settled to `out.covered` and returns the writes that make the primaries
@@ -327,15 +340,8 @@ async fn confirm(
     slots: &[SlotId],
     covered: &mut BTreeSet<SlotId>,
 ) -> Vec<SlotId> {
-    let req = SessionPublishersRequest {
-        epoch: view.epoch,
-        session: state.id.clone(),
-        slots: slots.to_vec(),
-    };
-    let answer: Result<SessionSummaryResponse, RpcError> = state
-        .http
-        .post(addr, "/data/v1/session-summary", &req)
-        .await;
+    let answer =
+        ask_slots::<SessionSummaryResponse>(state, view, addr, SUMMARY, slots.to_vec()).await;
     let resp = match answer {
         Ok(resp) => resp,
         Err(e) if e.code() == ErrorCode::NotFound => return slots.to_vec(),
@@ -376,15 +382,7 @@ async fn compare_at(
         .reconciler
         .compared
         .fetch_add(asked.len() as u64, std::sync::atomic::Ordering::AcqRel);
-    let req = SessionPublishersRequest {
-        epoch: view.epoch,
-        session: state.id.clone(),
-        slots,
-    };
-    let answer: Result<SessionPublishersResponse, RpcError> = state
-        .http
-        .post(addr, "/data/v1/session-publishers", &req)
-        .await;
+    let answer = ask_slots::<SessionPublishersResponse>(state, view, addr, PUBLISHERS, slots).await;
     let resp = match answer {
         Ok(r) => r,
         Err(e) => {
