@@ -94,6 +94,15 @@ pub struct SessionConfig {
     /// Most ops or ids in one request to a data server.
     #[arg(long, env = "REGISTRY_SESSION_MAX_BATCH", default_value_t = 2_000)]
     pub max_batch: usize,
+    /// Write ops waiting for the data tier past which the session stops reading client
+    /// frames until half of them have landed (each pause lasts at most a second): what
+    /// clients see acknowledged stays close to what subscribers see. 0: never pause.
+    #[arg(
+        long,
+        env = "REGISTRY_SESSION_FORWARD_BACKLOG",
+        default_value_t = 20_000
+    )]
+    pub forward_backlog: usize,
     /// Most client connections held at once; past it upgrades get `limit_exceeded`.
     #[arg(
         long,
@@ -150,6 +159,7 @@ impl Default for SessionConfig {
             cache_entries: 200_000,
             rpc_timeout_ms: 3_000,
             max_batch: 2_000,
+            forward_backlog: 20_000,
             reconcile_interval_ms: 30_000,
             max_merge_window_ms: 1_000,
             empty_protection_ms: 3_000,

@@ -20,6 +20,7 @@ use registry_common::proto::client::{ClientFrame, ServerFrame, CLOSE_MOVING, PRO
 use tokio::sync::mpsc;
 
 use crate::error::SessionError;
+use crate::forward::MAX_INTAKE_PAUSE;
 use crate::limits::ConnSlot;
 use crate::registry::{Conn, Hello, Registration};
 use crate::server::SessionState;
@@ -39,6 +40,19 @@ pub async fn serve(socket: WebSocket, remote: SocketAddr, ctx: Arc<SessionState>
     let writer = tokio::spawn(write_loop(sink, rx, conn.clone()));
     let idle = Duration::from_millis(ctx.config.client_idle_ms.max(100));
     loop {
+        if ctx.forwarder.backlogged() {
+            // The data tier is behind: stop reading until it catches up (bounded, see
+            // `forward`), so acknowledgements do not run ahead of what subscribers see.
+            let paused = Instant::now();
+            tokio::select! {
+                _ = ctx.forwarder.room(MAX_INTAKE_PAUSE) => {}
+                _ = conn.outbox.close_signal().requested() => break,
+                _ = ctx.shutdown.cancelled() => break,
+            }
+            ctx.metrics
+                .intake_pause
+                .observe(paused.elapsed().as_secs_f64());
+        }
         let next = tokio::select! {
             n = tokio::time::timeout(idle, stream.next()) => n,
             _ = conn.outbox.close_signal().requested() => break,

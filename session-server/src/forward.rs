@@ -11,10 +11,18 @@
 //! has two ops in flight, the unpublish of the old one and the publish of the new one: keyed by
 //! publisher alone, the publish would supersede the unpublish and leave the old registration at
 //! the data tier. A dead data server stalls only its own lane.
+//!
+//! The backlog is bounded: past `forward_backlog` ops not yet landed, connections stop
+//! reading client frames ([`Forwarder::room`]) until half of them have landed. Without that
+//! a burst of registrations is acknowledged far faster than the data tier takes it in (the
+//! client frames crowd the lanes off the session's runtime), and subscribers learn of
+//! acknowledged registrations seconds late. A pause lasts at most [`MAX_INTAKE_PAUSE`], so a
+//! data tier that takes nothing in slows clients down without silencing them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use registry_common::error::{ApiError, ErrorCode};
@@ -25,6 +33,7 @@ use registry_common::proto::data::{WriteOp, WriteRequest, WriteResponse};
 use registry_rpc::lane::{post_batch, Batcher, Lane, Round};
 use registry_rpc::membership::Membership;
 use registry_rpc::{CancellationToken, HttpClient, RpcError};
+use tokio::sync::Notify;
 
 use crate::metrics::SessionMetrics;
 
@@ -59,6 +68,12 @@ struct Shared {
     membership: Arc<Membership>,
     metrics: SessionMetrics,
     max_batch: usize,
+    /// Ops not yet landed past which client reads pause (0: never).
+    backlog: usize,
+    /// Ops not yet landed (the length of `latest`, readable without its lock).
+    pending: AtomicUsize,
+    /// Woken when the backlog falls to half of `backlog`.
+    room: Notify,
     shutdown: CancellationToken,
     seq: AtomicU64,
     /// Newest seq per publisher and dataInfoId with an op not yet landed; an older op that
@@ -80,6 +95,7 @@ impl Forwarder {
         membership: Arc<Membership>,
         metrics: SessionMetrics,
         max_batch: usize,
+        backlog: usize,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -89,6 +105,9 @@ impl Forwarder {
                 membership,
                 metrics,
                 max_batch: max_batch.max(1),
+                backlog,
+                pending: AtomicUsize::new(0),
+                room: Notify::new(),
                 shutdown,
                 seq: AtomicU64::new(0),
                 latest: Mutex::new(HashMap::new()),
@@ -135,7 +154,7 @@ impl Forwarder {
                 latest.insert(key, seq);
                 queued.push(Queued { seq, op });
             }
-            self.shared.metrics.forward_pending.set(latest.len() as i64);
+            set_pending(&self.shared, latest.len());
         }
         let publishes = queued
             .iter()
@@ -173,6 +192,45 @@ impl Forwarder {
     /// Ops not yet landed (for tests and status).
     pub fn pending(&self) -> usize {
         self.shared.latest.lock().len()
+    }
+
+    /// Whether the backlog is full: a connection should wait for [`Forwarder::room`]
+    /// before it reads the next client frame.
+    pub fn backlogged(&self) -> bool {
+        let backlog = self.shared.backlog;
+        backlog > 0 && self.shared.pending.load(Ordering::Relaxed) >= backlog
+    }
+
+    /// Waits until the backlog has fallen to half its bound, or `most` has passed.
+    pub async fn room(&self, most: Duration) {
+        let deadline = tokio::time::Instant::now() + most;
+        loop {
+            // Created before the check: a wake-up between the check and the wait is kept.
+            let woken = self.shared.room.notified();
+            if self.shared.pending.load(Ordering::Relaxed) <= self.shared.backlog / 2 {
+                return;
+            }
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+}
+
+/// Longest a connection's reads pause for the forward backlog at a time.
+pub const MAX_INTAKE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Records the number of ops not yet landed.
+fn set_pending(shared: &Shared, n: usize) {
+    shared.pending.store(n, Ordering::Relaxed);
+    shared.metrics.forward_pending.set(n as i64);
+}
+
+/// Wakes paused connections once the backlog has fallen to half its bound.
+fn wake_intake(shared: &Shared) {
+    if shared.pending.load(Ordering::Relaxed) <= shared.backlog / 2 {
+        shared.room.notify_waiters();
     }
 }
 
@@ -238,7 +296,7 @@ fn settle(shared: &Shared, q: &Queued) {
     if latest.get(&key) == Some(&q.seq) {
         latest.remove(&key);
     }
-    shared.metrics.forward_pending.set(latest.len() as i64);
+    set_pending(shared, latest.len());
 }
 
 /// Whether `q` is still the newest op of its publisher.
@@ -360,6 +418,7 @@ impl Batcher<OpKey, Queued> for Writes {
                 retry = batch;
             }
         }
+        wake_intake(shared);
         if answered {
             self.max_ops = shared.max_batch.max(1);
         }

@@ -34,6 +34,8 @@ pub struct SessionMetrics {
     pub forwarded: IntCounterVec,
     /// Write ops waiting to be forwarded.
     pub forward_pending: IntGauge,
+    /// How long a connection's reads paused because the forward backlog was full.
+    pub intake_pause: Histogram,
     /// Client frames refused, by error code.
     pub bad_frames: IntCounterVec,
     /// Reconciliation repairs, by kind (republished, removed, pulled).
@@ -135,6 +137,11 @@ impl SessionMetrics {
                 &r,
                 "registry_session_forward_pending",
                 "Write ops waiting to be forwarded",
+            ),
+            intake_pause: latency(
+                &r,
+                "registry_session_intake_pause_seconds",
+                "A connection's reads paused while the writes to the data tier were backlogged",
             ),
             bad_frames: counter_vec(
                 &r,

@@ -129,6 +129,7 @@ impl SessionServer {
             membership.clone(),
             metrics.clone(),
             config.max_batch,
+            config.forward_backlog,
             shutdown.clone(),
         );
         let pusher = Pusher::new(

@@ -51,4 +51,5 @@ mod session_refused_write;
 mod session_republish_versions;
 mod session_sigterm;
 mod session_silent;
+mod session_write_backlog;
 mod standalone;
