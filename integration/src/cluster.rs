@@ -289,6 +289,19 @@ impl Cluster {
         Ok(())
     }
 
+    /// Kills data server `i` (no goodbye) and waits until the meta has removed it from the
+    /// view.
+    pub async fn kill_data(&mut self, i: usize) {
+        let victim = self.datas[i].server().id().clone();
+        self.datas[i].kill();
+        until(
+            "the meta removes the killed data server",
+            Duration::from_secs(10),
+            || async { !self.view().members.contains_key(&victim) },
+        )
+        .await;
+    }
+
     /// Waits until no running data server is still copying in a slot.
     pub async fn wait_slots_settled(&self) {
         until(

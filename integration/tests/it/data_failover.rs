@@ -28,14 +28,7 @@ async fn killing_a_data_server_loses_no_publisher() {
         .collect();
     cluster.wait_replicated(&ids).await;
 
-    let victim = cluster.datas[1].server().id().clone();
-    cluster.datas[1].kill();
-    until(
-        "the meta removes the killed data server",
-        Duration::from_secs(10),
-        || async { !cluster.view().members.contains_key(&victim) },
-    )
-    .await;
+    cluster.kill_data(1).await;
     assert_eq!(cluster.view().members_of(Role::Data).count(), 2);
     cluster.wait_slots_settled().await;
 

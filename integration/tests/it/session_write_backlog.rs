@@ -22,14 +22,7 @@ async fn past_its_write_backlog_a_session_reads_clients_only_as_the_data_tier_ca
     let client = Arc::new(cluster.client(0).await.unwrap());
 
     // Take the data tier away: writes can no longer land.
-    let victim = cluster.datas[0].server().id().clone();
-    cluster.datas[0].kill();
-    until(
-        "the meta removes the only data server",
-        Duration::from_secs(10),
-        || async { !cluster.view().members.contains_key(&victim) },
-    )
-    .await;
+    cluster.kill_data(0).await;
 
     // Up to the bound, registrations are acknowledged at once and wait at the session.
     let mut held = Vec::new();
