@@ -191,14 +191,14 @@ impl Forwarder {
 
     /// Ops not yet landed (for tests and status).
     pub fn pending(&self) -> usize {
-        self.shared.latest.lock().len()
+        self.shared.pending.load(Ordering::Relaxed)
     }
 
     /// Whether the backlog is full: a connection should wait for [`Forwarder::room`]
     /// before it reads the next client frame.
     pub fn backlogged(&self) -> bool {
         let backlog = self.shared.backlog;
-        backlog > 0 && self.shared.pending.load(Ordering::Relaxed) >= backlog
+        backlog > 0 && self.pending() >= backlog
     }
 
     /// Waits until the backlog has fallen to half its bound, or `most` has passed.
@@ -207,7 +207,7 @@ impl Forwarder {
         loop {
             // Created before the check: a wake-up between the check and the wait is kept.
             let woken = self.shared.room.notified();
-            if self.shared.pending.load(Ordering::Relaxed) <= self.shared.backlog / 2 {
+            if self.pending() <= self.shared.backlog / 2 {
                 return;
             }
             tokio::select! {
@@ -221,15 +221,13 @@ impl Forwarder {
 /// Longest a connection's reads pause for the forward backlog at a time.
 pub const MAX_INTAKE_PAUSE: Duration = Duration::from_secs(1);
 
-/// Records the number of ops not yet landed.
+/// Records the number of ops not yet landed (called with `latest` locked, so it always
+/// matches its length), and wakes paused connections when it falls to half the bound.
 fn set_pending(shared: &Shared, n: usize) {
-    shared.pending.store(n, Ordering::Relaxed);
+    let before = shared.pending.swap(n, Ordering::Relaxed);
     shared.metrics.forward_pending.set(n as i64);
-}
-
-/// Wakes paused connections once the backlog has fallen to half its bound.
-fn wake_intake(shared: &Shared) {
-    if shared.pending.load(Ordering::Relaxed) <= shared.backlog / 2 {
+    let half = shared.backlog / 2;
+    if before > half && n <= half {
         shared.room.notify_waiters();
     }
 }
@@ -418,7 +416,6 @@ impl Batcher<OpKey, Queued> for Writes {
                 retry = batch;
             }
         }
-        wake_intake(shared);
         if answered {
             self.max_ops = shared.max_batch.max(1);
         }
