@@ -114,11 +114,20 @@ impl<S: Server> Node<S> {
 
     /// Crashes the node: every task and socket is dropped at once.
     pub fn kill(&mut self) {
-        self.shutdown.cancel();
-        drop(self.server.take());
+        // The runtime goes first: cancelling the shutdown token while the server's tasks can
+        // still run would let them act on it (a session would withdraw its clients'
+        // publishers as they disconnect), which a crashed process never does.
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
+        drop(self.server.take());
+        self.shutdown.cancel();
+    }
+
+    /// Cancels the server's shutdown token and nothing else, as a program embedding the server
+    /// does that stops it by its token alone (no drain, the runtime keeps running).
+    pub fn cancel(&self) {
+        self.shutdown.cancel();
     }
 
     /// Stops the node gracefully (leaves the cluster, closes connections).

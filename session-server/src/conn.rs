@@ -111,9 +111,15 @@ pub async fn serve(socket: WebSocket, remote: SocketAddr, ctx: Arc<SessionState>
     // Withdraw this connection's publishers and subscriptions. A client sent away (the server
     // drains, or is cut off from the meta cluster) is re-registering on another session,
     // which takes its publishers over without a gap: they stay in the data tier for that
-    // handover (see `reconcile`), also when the session serves again before this runs.
+    // handover (see `reconcile`), also when the session serves again before this runs. A
+    // connection cut because this server is stopping is not a client withdrawing either:
+    // what it published stays for its re-registration elsewhere, and the data tier removes
+    // it as a server-side loss (held back from subscribers) if the client does not come back.
     let ops = ctx.registry.close(&conn);
-    if ctx.leaving() || conn.sent_away.load(std::sync::atomic::Ordering::Acquire) {
+    if ctx.leaving()
+        || ctx.shutdown.is_cancelled()
+        || conn.sent_away.load(std::sync::atomic::Ordering::Acquire)
+    {
         let grace = Duration::from_millis(ctx.config.handover_grace_ms);
         ctx.reconciler.hand_over(&ops, Instant::now() + grace);
     } else {

@@ -1,6 +1,7 @@
 //! A session server dies; the data tier removes the publishers it still owned while some of
 //! their clients have not re-registered elsewhere yet. Subscribers must not see the partial
 //! datum: the removal is held back (as an emptied datum is) until the clients are back.
+//! A session stopped without draining leaves its clients' publishers to that same removal.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,5 +91,51 @@ async fn a_partial_removal_is_held_until_the_clients_are_back() {
     assert!(
         after.iter().all(|n| *n == MOVERS + 1),
         "the watcher was shown a partial view while the clients moved: {after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_stopped_without_draining_does_not_withdraw_its_clients_publishers() {
+    let mut config = ClusterConfig::new(1, 1, 2);
+    config.data.session_cleanup_grace_ms = 200;
+    config.session.empty_protection_ms = 30_000;
+    let cluster = Cluster::start(config).await.unwrap();
+    let first = cluster.sessions[0].addr.to_string();
+    let _mover = register(&first, 0).await;
+    let watcher = cluster.client(1).await.unwrap();
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::<usize>::new()));
+    let rec = seen.clone();
+    let cb: client_sdk::Callback = Arc::new(move |u| rec.lock().push(u.data.len()));
+    let _sub = watcher
+        .subscribe_with("svc.partial", Default::default(), Some(cb))
+        .await
+        .unwrap();
+    until(
+        "the watcher sees the publisher",
+        Duration::from_secs(10),
+        || async { seen.lock().last() == Some(&1) },
+    )
+    .await;
+
+    // Its token cancelled, the first session stops serving its client without going through
+    // the drain. The connection it cuts is not the client withdrawing: the publisher stays
+    // until the lease runs out, and its removal then is a server-side one, held back.
+    cluster.sessions[0].cancel();
+    until(
+        "the data tier removed the stopped session's publisher",
+        Duration::from_secs(15),
+        || async { cluster.data_publishers(0).await.unwrap() == 0 },
+    )
+    .await;
+    until(
+        "the watcher's session holds the emptied datum back",
+        Duration::from_secs(5),
+        || async { cluster.sessions[1].server().state().pusher.held_back() == 1 },
+    )
+    .await;
+    assert_eq!(
+        seen.lock().last(),
+        Some(&1),
+        "the watcher was pushed the stopped session's withdrawal"
     );
 }
