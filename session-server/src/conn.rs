@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::error::SessionError;
 use crate::forward::MAX_INTAKE_PAUSE;
 use crate::limits::ConnSlot;
+use crate::outbox::Frame;
 use crate::registry::{Conn, Hello, Registration};
 use crate::server::SessionState;
 
@@ -133,7 +134,7 @@ pub async fn serve(socket: WebSocket, remote: SocketAddr, ctx: Arc<SessionState>
 
 async fn write_loop(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<String>,
+    mut rx: mpsc::Receiver<Frame>,
     conn: Arc<Conn>,
 ) {
     loop {
@@ -154,8 +155,10 @@ async fn write_loop(
                     }
                 }
                 let write = async {
+                    // A push's text is made here, one frame at a time, and freed once the
+                    // socket's buffer has it.
                     for f in batch {
-                        sink.feed(Message::Text(f.into())).await?;
+                        sink.feed(Message::Text(f.into_text().into())).await?;
                     }
                     sink.flush().await
                 };

@@ -1,7 +1,8 @@
 //! The outgoing queue of one client connection.
 //!
-//! Frames are serialised once and queued in a bounded channel that one writer task drains
-//! into the WebSocket. Pushes are flow-controlled upstream (at most one unacknowledged push
+//! Frames are queued in a bounded channel that one writer task drains into the WebSocket:
+//! replies serialised, pushes as the datum they share with other subscriptions and their own
+//! ids (see `push::frame`), joined into text only as they are written. Pushes are flow-controlled upstream (at most one unacknowledged push
 //! per subscription, newer datums superseding older unsent ones, see `push`), so the queue
 //! only overflows when a client stops reading altogether; it is then closed with a reason
 //! instead of letting the server's memory grow.
@@ -9,6 +10,33 @@
 use parking_lot::Mutex;
 use prometheus::IntGauge;
 use tokio::sync::{mpsc, Notify};
+
+use crate::push::QueuedPush;
+
+/// One frame waiting in an outbox.
+#[derive(Debug)]
+pub enum Frame {
+    /// Serialised when it was queued (replies, errors, `go_away`).
+    Text(String),
+    /// A push, serialised as it is written.
+    Push(QueuedPush),
+}
+
+impl Frame {
+    /// The frame's text.
+    pub fn into_text(self) -> String {
+        match self {
+            Frame::Text(text) => text,
+            Frame::Push(push) => push.text(),
+        }
+    }
+}
+
+impl From<String> for Frame {
+    fn from(text: String) -> Self {
+        Frame::Text(text)
+    }
+}
 
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -21,7 +49,7 @@ pub enum OutboxError {
 
 /// Sending half; the writer task owns the receiver.
 pub struct Outbox {
-    tx: mpsc::Sender<String>,
+    tx: mpsc::Sender<Frame>,
     /// Frames queued on all connections (shared gauge).
     depth: IntGauge,
     /// Fired (with a reason) to make the writer close the socket.
@@ -29,7 +57,7 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(capacity: usize, depth: IntGauge) -> (Self, mpsc::Receiver<String>) {
+    pub fn new(capacity: usize, depth: IntGauge) -> (Self, mpsc::Receiver<Frame>) {
         let (tx, rx) = mpsc::channel(capacity.max(16));
         (
             Self {
@@ -42,8 +70,8 @@ impl Outbox {
     }
 
     /// Queues a frame without waiting.
-    pub fn send(&self, frame: String) -> Result<(), OutboxError> {
-        match self.tx.try_send(frame) {
+    pub fn send(&self, frame: impl Into<Frame>) -> Result<(), OutboxError> {
+        match self.tx.try_send(frame.into()) {
             Ok(()) => {
                 self.depth.inc();
                 Ok(())

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use crate::error::SessionError;
 use crate::limits::{ConnLimits, RegistrationBudget};
 use crate::metrics::SessionMetrics;
-use crate::outbox::Outbox;
+use crate::outbox::{Frame, Outbox};
 
 pub type ConnId = u64;
 
@@ -121,7 +121,7 @@ impl Registry {
     }
 
     /// Opens a connection; the receiver feeds its writer task.
-    pub fn open(&self, remote: SocketAddr) -> (Arc<Conn>, mpsc::Receiver<String>) {
+    pub fn open(&self, remote: SocketAddr) -> (Arc<Conn>, mpsc::Receiver<Frame>) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
         let (outbox, rx) = Outbox::new(self.outbox_frames, self.metrics.outbox_frames.clone());
         let conn = Arc::new(Conn {

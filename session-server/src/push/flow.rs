@@ -17,7 +17,7 @@ use std::time::Instant;
 use parking_lot::{Mutex, MutexGuard};
 use registry_common::id::DataInfoId;
 
-use super::frame::Prepared;
+use super::frame::{Prepared, QueuedPush};
 use super::sweeper::Check;
 use super::{Outgoing, Pusher};
 use crate::registry::{Conn, ConnId};
@@ -126,8 +126,9 @@ impl Pusher {
         Some(self.send_push(sub, regist_id, prepared.clone(), 1))
     }
 
-    /// Makes `prepared` the subscription's in-flight push, builds its frame and arranges for
-    /// the push to be looked at again if it is not acknowledged in time.
+    /// Makes `prepared` the subscription's in-flight push, queues it for its connection (the
+    /// frame's text is made as it is written) and arranges for the push to be looked at again
+    /// if it is not acknowledged in time.
     pub(super) fn send_push(
         &self,
         sub: &mut Sub,
@@ -137,7 +138,6 @@ impl Pusher {
     ) -> Outgoing {
         let push_id = sub.conn.next_push_id();
         let version = prepared.version();
-        let frame = prepared.frame(push_id, regist_id);
         sub.conn.acks.lock().insert(
             push_id,
             (prepared.datum.data_info_id.clone(), regist_id.clone()),
@@ -148,7 +148,7 @@ impl Pusher {
         let sent_at = Instant::now();
         sub.inflight = Some(Inflight {
             push_id,
-            prepared,
+            prepared: prepared.clone(),
             sent_at,
             attempts,
         });
@@ -166,7 +166,11 @@ impl Pusher {
         }
         Outgoing {
             conn: sub.conn.clone(),
-            frame,
+            push: QueuedPush {
+                prepared,
+                push_id,
+                regist_id: regist_id.clone(),
+            },
         }
     }
 }

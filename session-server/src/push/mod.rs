@@ -33,11 +33,11 @@ use registry_rpc::membership::Membership;
 use registry_rpc::{CancellationToken, HttpClient};
 
 use crate::metrics::SessionMetrics;
-use crate::outbox::OutboxError;
+use crate::outbox::{Frame, OutboxError};
 use crate::registry::{Conn, ConnId};
 use fetch::FetchLane;
 use flow::{Sub, SubKey, SubTable};
-pub use frame::Prepared;
+pub use frame::{Prepared, QueuedPush};
 use sweeper::Deadlines;
 
 /// What one subscription holds, as the admin API shows it.
@@ -49,10 +49,10 @@ pub struct SubscriptionState {
     pub pending: Option<u64>,
 }
 
-/// A frame to put in a connection's outbox.
+/// A push to put in a connection's outbox.
 pub(crate) struct Outgoing {
     conn: Arc<Conn>,
-    frame: String,
+    push: QueuedPush,
 }
 
 pub struct PushConfig {
@@ -320,7 +320,7 @@ impl Pusher {
 
     fn send_all(&self, out: Vec<Outgoing>) {
         for o in out {
-            match o.conn.outbox.send(o.frame) {
+            match o.conn.outbox.send(Frame::Push(o.push)) {
                 Ok(()) => {}
                 Err(OutboxError::Full) => {
                     self.metrics
