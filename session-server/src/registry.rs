@@ -170,7 +170,7 @@ impl Registry {
         };
         let mut ops = Vec::new();
         let mut publishers = self.publishers.lock();
-        if let Some(cur) = publishers.map.get(&key) {
+        if let Some(cur) = publishers.get(&key) {
             let same_conn = cur.owned_by(&self.session, conn.id);
             // A republish moves the version forward. A lower version has been superseded by
             // a newer registration of the same publisher (an SDK's concurrent republishes
@@ -244,7 +244,6 @@ impl Registry {
     fn remove_if_owned(&self, key: &PublisherKey, conn_id: ConnId) -> Option<WriteOp> {
         let mut publishers = self.publishers.lock();
         let owned = publishers
-            .map
             .get(key)
             .is_some_and(|p| p.owned_by(&self.session, conn_id));
         if !owned {
@@ -262,7 +261,7 @@ impl Registry {
     pub fn withdraw_refused(&self, refused: &Publisher) -> Option<(WriteOp, Option<Arc<Conn>>)> {
         let removed = {
             let mut publishers = self.publishers.lock();
-            let held = publishers.map.get(&refused.key).is_some_and(|p| {
+            let held = publishers.get(&refused.key).is_some_and(|p| {
                 p.version == refused.version && p.owned_by(&self.session, refused.conn_id)
             });
             if !held {
@@ -301,7 +300,7 @@ impl Registry {
 
     /// Every publisher this session holds.
     pub fn publishers(&self) -> Vec<Arc<Publisher>> {
-        self.publishers.lock().map.values().cloned().collect()
+        self.publishers.lock().all().cloned().collect()
     }
 
     /// The publishers this session holds in the slots `in_slot` accepts, of `slot_count`.
@@ -329,7 +328,7 @@ impl Registry {
 
     /// The publisher held under `key`, if any.
     pub fn publisher(&self, key: &PublisherKey) -> Option<Arc<Publisher>> {
-        self.publishers.lock().map.get(key).cloned()
+        self.publishers.lock().get(key).cloned()
     }
 }
 
@@ -339,7 +338,9 @@ impl Registry {
 /// on the repair reads one slot's publishers without walking the others.
 #[derive(Default)]
 struct Held {
-    map: HashMap<PublisherKey, Arc<Publisher>>,
+    /// Every publisher, by its key. A set of [`ByKey`] rather than a map from the key: the
+    /// key (two strings) is held once, in the publisher, not copied for the map.
+    map: HashSet<ByKey>,
     /// One per slot; empty until first asked for.
     slots: Vec<HeldSlot>,
 }
@@ -376,9 +377,17 @@ impl Borrow<PublisherKey> for ByKey {
 }
 
 impl Held {
+    fn get(&self, key: &PublisherKey) -> Option<&Arc<Publisher>> {
+        self.map.get(key).map(|p| &p.0)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Arc<Publisher>> {
+        self.map.iter().map(|p| &p.0)
+    }
+
     /// Adds or replaces a publisher; returns the one replaced.
     fn insert(&mut self, p: Arc<Publisher>) -> Option<Arc<Publisher>> {
-        let old = self.map.insert(p.key.clone(), p.clone());
+        let old = self.map.replace(ByKey(p.clone())).map(|old| old.0);
         if let Some(old) = &old {
             self.leave_slot(old);
         }
@@ -387,7 +396,7 @@ impl Held {
     }
 
     fn remove(&mut self, key: &PublisherKey) -> Option<Arc<Publisher>> {
-        let old = self.map.remove(key)?;
+        let old = self.map.take(key)?.0;
         self.leave_slot(&old);
         Some(old)
     }
@@ -419,7 +428,7 @@ impl Held {
             return;
         }
         self.slots = (0..n).map(|_| HeldSlot::default()).collect();
-        let all: Vec<Arc<Publisher>> = self.map.values().cloned().collect();
+        let all: Vec<Arc<Publisher>> = self.all().cloned().collect();
         for p in all {
             self.join_slot(p);
         }
@@ -463,7 +472,7 @@ mod tests {
         for (s, slot) in held.slots.iter().enumerate() {
             let mut tally = Tally::default();
             let mut keys = Vec::new();
-            for p in held.map.values() {
+            for p in held.all() {
                 if slot_of(&p.data_info_id, n) as usize == s {
                     tally.add(p);
                     keys.push(p.key.clone());
@@ -474,7 +483,7 @@ mod tests {
             for k in keys {
                 let p = slot.publishers.get(&k).expect("publisher in its slot");
                 assert!(
-                    Arc::ptr_eq(&p.0, &held.map[&k]),
+                    held.get(&k).is_some_and(|cur| Arc::ptr_eq(&p.0, cur)),
                     "slot {s} holds the current one"
                 );
             }
