@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,17 +12,13 @@ use crate::slot::SlotTable;
 /// address is a new member (its predecessor's state is not silently inherited).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct MemberId(pub String);
+pub struct MemberId(pub Arc<str>);
 
 impl MemberId {
     /// `<role>-<addr>-<nonce>`: readable in logs, unique per process start.
     pub fn generate(role: Role, addr: &str) -> Self {
         let nonce = crate::time::now_us() ^ u64::from(std::process::id()).rotate_left(40);
-        MemberId(format!(
-            "{}-{addr}-{:x}",
-            role.as_str(),
-            nonce & 0xffff_ffff_ffff
-        ))
+        MemberId(format!("{}-{addr}-{:x}", role.as_str(), nonce & 0xffff_ffff_ffff).into())
     }
 
     pub fn as_str(&self) -> &str {

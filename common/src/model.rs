@@ -1,5 +1,9 @@
 //! Publishers, datums and subscriber scopes: the data the registry exists to move.
 
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::id::{validate_part, DataInfoId, IdError};
@@ -119,6 +123,51 @@ impl Publisher {
     /// Bytes of payload (sum of the data strings), for accounting.
     pub fn payload_len(&self) -> usize {
         self.data.iter().map(String::len).sum()
+    }
+}
+
+/// A held publisher, hashed, compared and ordered by its key, so that a set of them is a map
+/// from the key that does not copy the key (two strings) out of the publisher.
+#[derive(Clone, Debug)]
+pub struct ByKey(pub Arc<Publisher>);
+
+impl PartialEq for ByKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for ByKey {}
+
+impl PartialOrd for ByKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.key.cmp(&other.0.key)
+    }
+}
+
+impl Hash for ByKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.key.hash(state)
+    }
+}
+
+impl Borrow<PublisherKey> for ByKey {
+    fn borrow(&self) -> &PublisherKey {
+        &self.0.key
+    }
+}
+
+impl std::ops::Deref for ByKey {
+    type Target = Arc<Publisher>;
+
+    fn deref(&self) -> &Arc<Publisher> {
+        &self.0
     }
 }
 

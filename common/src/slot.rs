@@ -109,7 +109,9 @@ mod tests {
     use std::collections::HashSet;
 
     fn servers(n: usize) -> Vec<MemberId> {
-        (0..n).map(|i| MemberId(format!("data-{i}"))).collect()
+        (0..n)
+            .map(|i| MemberId(format!("data-{i}").into()))
+            .collect()
     }
 
     #[test]
@@ -167,7 +169,7 @@ mod properties {
     fn ids(names: &BTreeSet<u16>) -> Vec<MemberId> {
         names
             .iter()
-            .map(|n| MemberId(format!("data-{n}")))
+            .map(|n| MemberId(format!("data-{n}").into()))
             .collect()
     }
 
@@ -214,7 +216,7 @@ mod properties {
                 }
                 let moved = changed(&table, &next);
                 if join {
-                    let joiner = MemberId(format!("data-{name}"));
+                    let joiner = MemberId(format!("data-{name}").into());
                     for s in &moved {
                         prop_assert!(next.slots[*s as usize].holds(&joiner), "slot {} moved without the joiner", s);
                     }
@@ -223,7 +225,7 @@ mod properties {
                     prop_assert!((moved.len() as f64) <= expected * 1.5 + 12.0,
                         "join moved {} slots, expected about {}", moved.len(), expected);
                 } else {
-                    let leaver = MemberId(format!("data-{name}"));
+                    let leaver = MemberId(format!("data-{name}").into());
                     let held: Vec<SlotId> = (0..SLOTS).filter(|s| table.slots[*s as usize].holds(&leaver)).collect();
                     prop_assert_eq!(moved, held);
                 }

@@ -273,7 +273,7 @@ async fn replicate(
             )),
             None => s
                 .store
-                .replay(&id, &item.ops, guard)
+                .replay(&id, item.ops, guard)
                 .map(|r| (r.version, r.need_full)),
         };
         match result {

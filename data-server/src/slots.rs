@@ -185,7 +185,10 @@ mod tests {
     use registry_common::slot::SlotTable;
 
     fn view(epoch: u64, servers: &[&str]) -> ClusterView {
-        let ids: Vec<MemberId> = servers.iter().map(|s| MemberId(s.to_string())).collect();
+        let ids: Vec<MemberId> = servers
+            .iter()
+            .map(|s| MemberId(s.to_string().into()))
+            .collect();
         let mut v = ClusterView {
             epoch,
             slots: SlotTable::compute(&ids, 16, 2),

@@ -12,14 +12,14 @@
 //!
 //! Publishers are held as `Arc<Publisher>` so the datum, its log and replication share one copy.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use registry_common::id::DataInfoId;
 use registry_common::member::MemberId;
-use registry_common::model::{Datum, Publisher, PublisherKey, PushDatum, Tally};
+use registry_common::model::{ByKey, Datum, Publisher, PublisherKey, PushDatum, Tally};
 use registry_common::proto::data::{OpRecord, PublisherDigest, ReplicatedOp};
 use registry_common::slot::{slot_of, SlotId};
 use registry_common::version::VersionClock;
@@ -67,7 +67,8 @@ pub struct Replayed {
 #[derive(Debug, Default)]
 struct DatumState {
     version: u64,
-    publishers: BTreeMap<PublisherKey, Arc<Publisher>>,
+    /// In key order; the key is held once, in the publisher (see `ByKey`).
+    publishers: BTreeSet<ByKey>,
     log: VecDeque<OpEntry>,
     /// When the data tier last removed publishers of this datum because their session left
     /// (see `Datum::server_removal`).
@@ -85,7 +86,7 @@ impl DatumState {
         Datum {
             data_info_id: id.clone(),
             version: self.version,
-            publishers: self.publishers.values().map(|p| (**p).clone()).collect(),
+            publishers: self.publishers.iter().map(|p| (*p.0).clone()).collect(),
             server_removal: self.server_removal(),
         }
     }
@@ -126,14 +127,14 @@ impl DatumState {
     /// Adds or replaces a publisher, keeping the slot's owner counts.
     fn put(&mut self, publisher: Arc<Publisher>, owners: &mut Owners) {
         owners.add(&publisher);
-        if let Some(old) = self.publishers.insert(publisher.key.clone(), publisher) {
+        if let Some(old) = self.publishers.replace(ByKey(publisher)) {
             owners.sub(&old);
         }
     }
 
     /// Removes a publisher, keeping the slot's owner counts.
     fn take(&mut self, key: &PublisherKey, owners: &mut Owners) {
-        if let Some(old) = self.publishers.remove(key) {
+        if let Some(old) = self.publishers.take(key) {
             owners.sub(&old);
         }
     }
@@ -207,6 +208,29 @@ pub struct Shard {
     owners: Owners,
 }
 
+impl Shard {
+    /// The shard's own copy of `id`; its datum is made (empty) if absent.
+    fn own_id(&mut self, id: &DataInfoId) -> DataInfoId {
+        if let Some((key, _)) = self.datums.get_key_value(id) {
+            return key.clone();
+        }
+        self.datums.insert(id.clone(), DatumState::default());
+        id.clone()
+    }
+}
+
+/// Points a publisher about to be held at the dataInfoId (`id`, the shard's copy) and session
+/// id strings its shard already holds: every request decodes its own copies, and without this
+/// each held publisher kept one of each (about 110 bytes of the ~1 KiB a held copy costs).
+fn share_strings(id: &DataInfoId, owners: &Owners, p: &mut Publisher) {
+    if p.data_info_id == *id {
+        p.data_info_id = id.clone();
+    }
+    if let Some((session, _)) = owners.0.get_key_value(&p.session) {
+        p.session = session.clone();
+    }
+}
+
 /// All datums of this data server.
 #[derive(Debug)]
 pub struct Store {
@@ -242,13 +266,15 @@ impl Store {
     /// under the slot's lock) allows it.
     pub fn publish<E>(
         &self,
-        publisher: Publisher,
+        mut publisher: Publisher,
         guard: impl FnOnce() -> Result<(), E>,
     ) -> Result<Applied, E> {
         let mut shard = self.shard(&publisher.data_info_id).lock();
         guard()?;
+        let id = shard.own_id(&publisher.data_info_id);
+        share_strings(&id, &shard.owners, &mut publisher);
         let Shard { datums, owners } = &mut *shard;
-        let state = datums.entry(publisher.data_info_id.clone()).or_default();
+        let state = datums.entry(id).or_default();
         if let Some(old) = state.publishers.get(&publisher.key) {
             if !publisher.supersedes(old) {
                 return Ok(Applied {
@@ -326,7 +352,7 @@ impl Store {
             for (id, state) in datums.iter_mut() {
                 let keys: Vec<PublisherKey> = state
                     .publishers
-                    .values()
+                    .iter()
                     .filter(|p| &p.session == session)
                     .map(|p| p.key.clone())
                     .collect();
@@ -373,7 +399,7 @@ impl Store {
                 publishers: state.publishers.len() as u32,
                 data: state
                     .publishers
-                    .values()
+                    .iter()
                     .flat_map(|p| p.data.iter().cloned())
                     .collect(),
                 server_removal: state.server_removal(),
@@ -421,14 +447,15 @@ impl Store {
     pub fn replay<E>(
         &self,
         id: &DataInfoId,
-        ops: &[OpRecord],
+        ops: Vec<OpRecord>,
         guard: impl FnOnce() -> Result<(), E>,
     ) -> Result<Replayed, E> {
         let mut shard = self.shard(id).lock();
         guard()?;
+        let id = shard.own_id(id);
         let Shard { datums, owners } = &mut *shard;
         let state = datums.entry(id.clone()).or_default();
-        for record in ops {
+        for mut record in ops {
             if record.version <= state.version {
                 continue;
             }
@@ -438,9 +465,14 @@ impl Store {
                     need_full: true,
                 });
             }
+            if let ReplicatedOp::Put { publisher } = &mut record.op {
+                if let Some(p) = Arc::get_mut(publisher) {
+                    share_strings(&id, owners, p);
+                }
+            }
             state.apply(&record.op, owners);
             self.clock.observe(record.version);
-            state.append(record.version, record.op.clone(), self.limits);
+            state.append(record.version, record.op, self.limits);
         }
         Ok(Replayed {
             version: state.version,
@@ -457,16 +489,18 @@ impl Store {
     ) -> Result<u64, E> {
         let mut shard = self.shard(&datum.data_info_id).lock();
         guard()?;
+        let id = shard.own_id(&datum.data_info_id);
         let Shard { datums, owners } = &mut *shard;
-        let state = datums.entry(datum.data_info_id.clone()).or_default();
+        let state = datums.entry(id.clone()).or_default();
         if datum.version <= state.version && !(datum.version == 0 && state.publishers.is_empty()) {
             return Ok(state.version);
         }
         self.clock.observe(datum.version);
-        for old in std::mem::take(&mut state.publishers).into_values() {
+        for old in std::mem::take(&mut state.publishers) {
             owners.sub(&old);
         }
-        for p in datum.publishers {
+        for mut p in datum.publishers {
+            share_strings(&id, owners, &mut p);
             state.put(Arc::new(p), owners);
         }
         state.version = datum.version;
@@ -518,7 +552,7 @@ impl Store {
                 out.extend(
                     state
                         .publishers
-                        .values()
+                        .iter()
                         .filter(|p| &p.session == session)
                         .map(|p| PublisherDigest {
                             data_info_id: p.data_info_id.clone(),
@@ -616,7 +650,7 @@ mod tests {
         let ids: Vec<DataInfoId> = (0..6)
             .map(|i| DataInfoId::new(&format!("svc{i}"), None, None).unwrap())
             .collect();
-        let sessions: Vec<MemberId> = (0..3).map(|i| MemberId(format!("s{i}"))).collect();
+        let sessions: Vec<MemberId> = (0..3).map(|i| MemberId(format!("s{i}").into())).collect();
         let mut seed: u64 = 7;
         let mut next = |n: u64| {
             seed = seed
@@ -697,13 +731,13 @@ mod tests {
         let ops = primary.ops_since(&id, 0).unwrap();
         assert_eq!(ops.len(), 3);
         // Apply the middle op first: a gap.
-        let r = replica.replay(&id, &ops[1..2], ok).unwrap();
+        let r = replica.replay(&id, ops[1..2].to_vec(), ok).unwrap();
         assert!(r.need_full);
-        let r = replica.replay(&id, &ops, ok).unwrap();
+        let r = replica.replay(&id, ops.clone(), ok).unwrap();
         assert!(!r.need_full);
         assert_eq!(r.version, primary.version(&id));
         // Idempotent.
-        let r = replica.replay(&id, &ops, ok).unwrap();
+        let r = replica.replay(&id, ops.clone(), ok).unwrap();
         assert_eq!(r.version, primary.version(&id));
         assert_eq!(replica.datum(&id), primary.datum(&id));
         // From the replica's version on, nothing more to ship.
@@ -735,6 +769,49 @@ mod tests {
         // New versions issued after installing are above it.
         let a = replica.publish(publisher(&id, "b", 1), ok).unwrap();
         assert!(a.version > full.version);
+    }
+
+    /// Publishers decoded from separate requests hold one copy of their dataInfoId and of
+    /// their session id once stored, whichever way they arrived.
+    #[test]
+    fn held_publishers_share_their_id_and_session_strings() {
+        let id = DataInfoId::new("svc", None, None).unwrap();
+        // Each publisher built from fresh strings, as each decoded request is.
+        let fresh = |reg: &str, version: u64| {
+            let mut p = publisher(&DataInfoId::parse(id.as_str()).unwrap(), reg, version);
+            p.session = MemberId(String::from("s").into());
+            p
+        };
+        let shared = |d: &Datum| {
+            let first = &d.publishers[0];
+            d.publishers.iter().all(|p| {
+                p.data_info_id.as_str().as_ptr() == first.data_info_id.as_str().as_ptr()
+                    && Arc::ptr_eq(&p.session.0, &first.session.0)
+            })
+        };
+        let primary = Store::new(8, LogLimits::default());
+        for (n, reg) in ["a", "b", "c"].into_iter().enumerate() {
+            primary.publish(fresh(reg, n as u64 + 1), ok).unwrap();
+        }
+        let d = primary.datum(&id);
+        assert_eq!(d.publishers.len(), 3);
+        assert!(shared(&d), "published");
+
+        let replica = Store::new(8, LogLimits::default());
+        let mut ops = primary.ops_since(&id, 0).unwrap();
+        for record in &mut ops {
+            if let ReplicatedOp::Put { publisher } = &mut record.op {
+                *publisher = Arc::new(fresh(&publisher.key.regist_id, publisher.version));
+            }
+        }
+        replica.replay(&id, ops, ok).unwrap();
+        assert!(shared(&replica.datum(&id)), "replayed");
+
+        let installed = Store::new(8, LogLimits::default());
+        let mut full = primary.datum(&id);
+        full.publishers = (0..3).map(|n| fresh(&format!("r{n}"), 1)).collect();
+        installed.install(full, ok).unwrap();
+        assert!(shared(&installed.datum(&id)), "installed");
     }
 
     #[test]

@@ -6,9 +6,7 @@
 //! reconnect) the entry moves to the new connection, and the old connection's close no longer
 //! removes it. Registration results are the write ops to forward to the data tier.
 
-use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -16,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 use registry_common::id::DataInfoId;
 use registry_common::member::MemberId;
-use registry_common::model::{validate_registration, Publisher, PublisherKey, Tally};
+use registry_common::model::{validate_registration, ByKey, Publisher, PublisherKey, Tally};
 use registry_common::proto::data::WriteOp;
 use registry_common::slot::{slot_of, SlotId};
 use registry_common::time::now_ms;
@@ -350,30 +348,6 @@ struct Held {
 struct HeldSlot {
     tally: Tally,
     publishers: HashSet<ByKey>,
-}
-
-/// A held publisher, hashed and compared by its key (as the map holds it), so a slot's set
-/// costs one pointer per publisher.
-struct ByKey(Arc<Publisher>);
-
-impl PartialEq for ByKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.key == other.0.key
-    }
-}
-
-impl Eq for ByKey {}
-
-impl Hash for ByKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.key.hash(state)
-    }
-}
-
-impl Borrow<PublisherKey> for ByKey {
-    fn borrow(&self) -> &PublisherKey {
-        &self.0.key
-    }
 }
 
 impl Held {

@@ -69,7 +69,7 @@ impl Args {
 
 fn data_member(name: &str) -> Member {
     Member {
-        id: MemberId(format!("data-{name}")),
+        id: MemberId(format!("data-{name}").into()),
         role: Role::Data,
         addr: format!("{name}.bench.invalid:9620"),
         zone: String::new(),
@@ -79,7 +79,7 @@ fn data_member(name: &str) -> Member {
 
 fn session_member(n: usize) -> Member {
     Member {
-        id: MemberId(format!("session-bench-{n}")),
+        id: MemberId(format!("session-bench-{n}").into()),
         role: Role::Session,
         addr: format!("s{n}.bench.invalid:9600"),
         zone: String::new(),
