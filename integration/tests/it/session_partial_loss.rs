@@ -26,6 +26,26 @@ async fn register(addr: &str, i: usize) -> RawClient {
     c
 }
 
+/// A client on the second session subscribed to the service, and how many publishers each
+/// push it received carried, in order.
+async fn watch(
+    cluster: &Cluster,
+) -> (
+    client_sdk::Client,
+    client_sdk::Subscriber,
+    Arc<parking_lot::Mutex<Vec<usize>>>,
+) {
+    let watcher = cluster.client(1).await.unwrap();
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::<usize>::new()));
+    let rec = seen.clone();
+    let cb: client_sdk::Callback = Arc::new(move |u| rec.lock().push(u.data.len()));
+    let sub = watcher
+        .subscribe_with("svc.partial", Default::default(), Some(cb))
+        .await
+        .unwrap();
+    (watcher, sub, seen)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_removal_is_held_until_the_clients_are_back() {
     let mut config = ClusterConfig::new(1, 1, 2);
@@ -45,14 +65,7 @@ async fn a_partial_removal_is_held_until_the_clients_are_back() {
     for i in 0..MOVERS {
         movers.push(register(&first, i).await);
     }
-    let watcher = cluster.client(1).await.unwrap();
-    let seen = Arc::new(parking_lot::Mutex::new(Vec::<usize>::new()));
-    let rec = seen.clone();
-    let cb: client_sdk::Callback = Arc::new(move |u| rec.lock().push(u.data.len()));
-    let _sub = watcher
-        .subscribe_with("svc.partial", Default::default(), Some(cb))
-        .await
-        .unwrap();
+    let (_watcher, _sub, seen) = watch(&cluster).await;
     until(
         "the watcher sees every publisher",
         Duration::from_secs(10),
@@ -102,14 +115,7 @@ async fn a_session_stopped_without_draining_does_not_withdraw_its_clients_publis
     let cluster = Cluster::start(config).await.unwrap();
     let first = cluster.sessions[0].addr.to_string();
     let _mover = register(&first, 0).await;
-    let watcher = cluster.client(1).await.unwrap();
-    let seen = Arc::new(parking_lot::Mutex::new(Vec::<usize>::new()));
-    let rec = seen.clone();
-    let cb: client_sdk::Callback = Arc::new(move |u| rec.lock().push(u.data.len()));
-    let _sub = watcher
-        .subscribe_with("svc.partial", Default::default(), Some(cb))
-        .await
-        .unwrap();
+    let (_watcher, _sub, seen) = watch(&cluster).await;
     until(
         "the watcher sees the publisher",
         Duration::from_secs(10),
