@@ -2,10 +2,11 @@
 //!
 //! Frames are queued in a bounded channel that one writer task drains into the WebSocket:
 //! replies serialised, pushes as the datum they share with other subscriptions and their own
-//! ids (see `push::frame`), joined into text only as they are written. Pushes are flow-controlled upstream (at most one unacknowledged push
-//! per subscription, newer datums superseding older unsent ones, see `push`), so the queue
-//! only overflows when a client stops reading altogether; it is then closed with a reason
-//! instead of letting the server's memory grow.
+//! ids (see `push::frame`), joined into text only as they are written. Pushes are
+//! flow-controlled upstream (at most one unacknowledged push per subscription, newer datums
+//! superseding older unsent ones, see `push`), so the queue only overflows when a client stops
+//! reading altogether; it is then closed with a reason instead of letting the server's memory
+//! grow.
 
 use parking_lot::Mutex;
 use prometheus::IntGauge;
