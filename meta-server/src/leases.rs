@@ -3,7 +3,11 @@
 //! Renewals are not Raft writes: the leader records when each member last renewed and, when a
 //! lease runs out, proposes the member's removal through Raft. A member's heartbeat connection
 //! closing is a strong hint of a crash: if the member neither reconnects nor renews within the
-//! grace period, it is removed at once instead of a lease later.
+//! grace period, it is removed at once instead of a lease later. And when the connection
+//! closes, the leader knocks on the member's address: a refused TCP connection means no
+//! process listens there any more (it crashed or was killed), and the member is removed
+//! without waiting out the grace. Any other answer (accepted, timed out) proves nothing (a
+//! frozen process's kernel still accepts; a link may be down), and the grace runs as before.
 //!
 //! Leases only run while this node is the *serving* leader ([`MetaRaft::serving_term`]: the
 //! leader of its term with a valid leader lease). Whenever it starts serving (it became leader,
@@ -20,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use registry_common::backoff::Backoff;
 use registry_common::member::MemberId;
 use registry_common::proto::meta::LeaseStatus;
 use registry_rpc::CancellationToken;
@@ -32,9 +37,8 @@ struct Table {
     /// Last renewal by the member itself (renew call, heartbeat message, heartbeat connect,
     /// registration). A lease runs from this or from `serving_since`, whichever is later.
     renewed: HashMap<MemberId, Instant>,
-    /// Members whose last heartbeat connection was closed by the member's side: when, and in
-    /// which term.
-    disconnected: HashMap<MemberId, (Instant, u64)>,
+    /// Members whose last heartbeat connection was closed by the member's side.
+    disconnected: HashMap<MemberId, Disconnect>,
     /// Open heartbeat connections per member.
     connections: HashMap<MemberId, u32>,
     /// When this node last began serving as leader: every lease runs from here at the
@@ -52,8 +56,28 @@ impl Table {
     }
 }
 
+/// A member's heartbeat connection closed by its side.
+#[derive(Debug, Clone, Copy)]
+struct Disconnect {
+    /// When: the grace runs from here.
+    at: Instant,
+    /// The term it was seen in (hints of other terms are forgotten).
+    term: u64,
+    /// Whether the member's address refused a connection since: nothing listens there.
+    refused: bool,
+}
+
+/// Longest a knock on a disconnected member's address waits for an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// First pause before knocking again on an address that accepted.
+const KNOCK_AGAIN: Duration = Duration::from_millis(50);
+
 /// Why a member whose lease ran out is removed.
 const LEASE_EXPIRED: &str = "lease expired";
+
+/// Why a member whose heartbeat closed and whose address refused a connection is removed.
+const REFUSED: &str = "heartbeat connection lost and nothing listens at its address";
 
 pub struct Leases {
     /// This node's Raft: the member set, leadership, and where removals are proposed.
@@ -65,8 +89,13 @@ pub struct Leases {
     grace: Duration,
     /// Renewals, connection hints and the serving start.
     table: Mutex<Table>,
-    /// Members removed, by reason (`lease`, `heartbeat`).
+    /// Members removed, by reason (`lease`, `heartbeat`, `refused`).
     expiries: prometheus::IntCounterVec,
+    /// Knocks on disconnected members' addresses, by result (`refused`, `accepted`,
+    /// `unanswered`).
+    probes: prometheus::IntCounterVec,
+    /// Wakes the expiry loop when a knock was refused, so the removal does not wait a tick.
+    wake: tokio::sync::Notify,
 }
 
 impl Leases {
@@ -75,12 +104,15 @@ impl Leases {
         lease: Duration,
         grace: Duration,
         expiries: prometheus::IntCounterVec,
+        probes: prometheus::IntCounterVec,
     ) -> Self {
         Self {
             raft,
             lease,
             grace,
             expiries,
+            probes,
+            wake: tokio::sync::Notify::new(),
             table: Mutex::new(Table {
                 renewed: HashMap::new(),
                 disconnected: HashMap::new(),
@@ -118,12 +150,63 @@ impl Leases {
     }
 
     /// A heartbeat connection of `id` was closed by the member's side (or broke): if it was
-    /// the last one, the grace period starts.
-    pub fn disconnected(&self, id: &MemberId) {
+    /// the last one, the grace period starts and the member's address is knocked on.
+    pub fn disconnected(self: &Arc<Self>, id: &MemberId) {
         let term = self.raft.current_term();
-        let mut t = self.table.lock();
-        if Self::close(&mut t, id) {
-            t.disconnected.insert(id.clone(), (Instant::now(), term));
+        let at = Instant::now();
+        {
+            let mut t = self.table.lock();
+            if !Self::close(&mut t, id) {
+                return;
+            }
+            let refused = false;
+            t.disconnected
+                .insert(id.clone(), Disconnect { at, term, refused });
+        }
+        let addr = self
+            .raft
+            .with_state(|s| s.view.members.get(id).map(|m| m.addr.clone()));
+        if let Some(addr) = addr {
+            let this = self.clone();
+            let id = id.clone();
+            tokio::spawn(async move { this.knock(id, addr, at).await });
+        }
+    }
+
+    /// Knocks on the address of `id`, disconnected at `since`, until a knock is refused (the
+    /// member is marked for removal), goes unanswered, the member comes back, or the grace
+    /// runs out. An accepted knock is tried again: a dying process may close its heartbeat a
+    /// moment before its listener.
+    async fn knock(&self, id: MemberId, addr: String, since: Instant) {
+        let mut backoff = Backoff::new(KNOCK_AGAIN, KNOCK_AGAIN * 4);
+        loop {
+            let result = registry_rpc::net::connect(&addr, PROBE_TIMEOUT).await;
+            let label = match &result {
+                Ok(_) => "accepted",
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => "refused",
+                Err(_) => "unanswered",
+            };
+            drop(result);
+            self.probes.with_label_values(&[label]).inc();
+            tracing::debug!(member = %id, %addr, result = label, "knocked on a disconnected member's address");
+            {
+                let mut t = self.table.lock();
+                let Some(d) = t.disconnected.get_mut(&id).filter(|d| d.at == since) else {
+                    // It reconnected or renewed, or it is gone already.
+                    return;
+                };
+                match label {
+                    "refused" => d.refused = true,
+                    "accepted" if since.elapsed() < self.grace => {}
+                    _ => return,
+                }
+            }
+            if label == "refused" {
+                tracing::info!(member = %id, %addr, "a disconnected member's address refuses connections");
+                self.wake.notify_one();
+                return;
+            }
+            backoff.wait().await;
         }
     }
 
@@ -192,8 +275,10 @@ impl Leases {
                 continue;
             }
             // (A renewal or a reconnection after the close removed the hint.)
-            if let Some((at, _)) = t.disconnected.get(&id) {
-                if now.duration_since(*at) > self.grace {
+            if let Some(d) = t.disconnected.get(&id) {
+                if d.refused {
+                    out.push((id, REFUSED));
+                } else if now.duration_since(d.at) > self.grace {
                     out.push((id, "heartbeat connection lost"));
                 }
             }
@@ -207,7 +292,7 @@ impl Leases {
     fn start_serving(&self, term: u64) {
         let mut t = self.table.lock();
         t.serving_since = Instant::now();
-        t.disconnected.retain(|_, (_, seen)| *seen == term);
+        t.disconnected.retain(|_, d| d.term == term);
     }
 
     /// Runs the expiry loop until `shutdown`.
@@ -223,6 +308,7 @@ impl Leases {
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
+                _ = self.wake.notified() => {}
                 _ = leader_rx.changed() => {}
                 _ = shutdown.cancelled() => return,
             }
@@ -247,10 +333,10 @@ impl Leases {
             }
             for (id, why) in &expired {
                 tracing::warn!(member = %id, "removing member: {why}");
-                let label = if *why == LEASE_EXPIRED {
-                    "lease"
-                } else {
-                    "heartbeat"
+                let label = match *why {
+                    LEASE_EXPIRED => "lease",
+                    REFUSED => "refused",
+                    _ => "heartbeat",
                 };
                 self.expiries.with_label_values(&[label]).inc();
             }

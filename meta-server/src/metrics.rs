@@ -34,8 +34,12 @@ pub struct MetaMetrics {
     /// Data servers being drained.
     pub draining: IntGauge,
     /// Members removed by this node as leader, by reason (`lease`: not renewed in time,
-    /// `heartbeat`: connection closed beyond the grace).
+    /// `heartbeat`: connection closed beyond the grace, `refused`: connection closed and
+    /// nothing listening at the member's address).
     pub lease_expiries: IntCounterVec,
+    /// Knocks on the address of a member whose heartbeat closed, by result (`refused`,
+    /// `accepted`, `unanswered`).
+    pub disconnect_probes: IntCounterVec,
 }
 
 impl MetaMetrics {
@@ -97,7 +101,14 @@ impl MetaMetrics {
                 "registry_meta_lease_expiries_total",
                 "Members removed by this node as leader, by reason",
                 "reason",
-                &["lease", "heartbeat"],
+                &["lease", "heartbeat", "refused"],
+            ),
+            disconnect_probes: counter_vec(
+                &r,
+                "registry_meta_disconnect_probes_total",
+                "Knocks on the address of a member whose heartbeat connection closed, by result",
+                "result",
+                &["refused", "accepted", "unanswered"],
             ),
             registry: r,
         }

@@ -118,6 +118,7 @@ impl MetaServer {
             config.lease(),
             config.grace(),
             metrics.lease_expiries.clone(),
+            metrics.disconnect_probes.clone(),
         ));
         tokio::spawn(leases.clone().run(shutdown.clone()));
         let state = Arc::new(MetaState {

@@ -1,7 +1,9 @@
 //! Fast failure detection through the heartbeat connection, with the production lease
 //! timings (renew every 2 s, lease 10 s, grace 1 s): a data server *process* killed with
 //! SIGKILL is removed, and the slot table moves on, within 2 s; a server whose connection
-//! breaks and comes back within the grace is kept.
+//! breaks and comes back within the grace is kept. When the heartbeat closes, the leader
+//! knocks on the member's address: a refused connection removes it without waiting out the
+//! grace; any other answer leaves the grace to decide.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -20,6 +22,30 @@ fn config() -> MetaConfig {
     config.lease_ms = defaults.lease_ms;
     config.disconnect_grace_ms = defaults.disconnect_grace_ms;
     config
+}
+
+/// Members removed for `reason`, by whichever node led at the time.
+fn removals(cluster: &MetaCluster, reason: &str) -> u64 {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let metrics = &n.server().state().metrics;
+            metrics.lease_expiries.with_label_values(&[reason]).get()
+        })
+        .sum()
+}
+
+/// Knocks on disconnected members' addresses with `result`, on every node.
+fn knocks(cluster: &MetaCluster, result: &str) -> u64 {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let metrics = &n.server().state().metrics;
+            metrics.disconnect_probes.with_label_values(&[result]).get()
+        })
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,12 +119,50 @@ async fn killed_data_server_process_is_removed_within_two_seconds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_server_whose_address_refuses_is_removed_without_waiting_out_the_grace() {
+    // A grace and a lease far longer than the wait: only the refused knock can remove it.
+    let mut config = config();
+    config.disconnect_grace_ms = 600_000;
+    config.lease_ms = 1_200_000;
+    let mut cluster = MetaCluster::start(3, config).await;
+    let survivor = cluster.add_data().await;
+    let victim = cluster.add_data().await;
+    cluster.wait_heartbeat(&victim.id).await;
+
+    cluster.datas[1].kill();
+    until("the crashed server to be removed", WAIT, || async {
+        cluster.serving_leader().is_some_and(|l| {
+            let view = cluster.state(l).view;
+            !view.members.contains_key(&victim.id)
+                && view
+                    .slots
+                    .slots
+                    .iter()
+                    .all(|s| s.primary.as_ref() == Some(&survivor.id))
+        })
+    })
+    .await;
+    assert_eq!(
+        removals(&cluster, "refused"),
+        1,
+        "removed because its address refused, not by lease or grace"
+    );
+    assert_eq!(knocks(&cluster, "refused"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_that_comes_back_within_the_grace_is_kept() {
     let config = config();
     let grace = Duration::from_millis(config.disconnect_grace_ms);
     let mut cluster = MetaCluster::start(3, config).await;
     let flapper = cluster.add_data().await;
-    let victim = cluster.add_data().await;
+    // The victim's advertised address answers after it crashed (another process took the
+    // port, or a balancer stands in front): the knock proves nothing and the grace decides.
+    let stand_in = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a stand-in listener");
+    let stand_in_addr = stand_in.local_addr().expect("bound").to_string();
+    let victim = cluster.add_data_advertising(Some(stand_in_addr)).await;
     let leader = cluster.wait_heartbeat(&flapper.id).await;
     assert_eq!(cluster.wait_heartbeat(&victim.id).await, leader);
     let before = cluster.state(leader);
@@ -125,6 +189,16 @@ async fn connection_that_comes_back_within_the_grace_is_kept() {
     })
     .await;
     assert!(broken.elapsed() >= grace);
+    assert!(
+        knocks(&cluster, "accepted") >= 2,
+        "both addresses answered the knock"
+    );
+    assert_eq!(
+        removals(&cluster, "heartbeat"),
+        1,
+        "the victim was removed by the grace"
+    );
+    drop(stand_in);
     let after = cluster.state(leader);
     assert_eq!(
         after

@@ -297,8 +297,15 @@ impl MetaCluster {
     /// Starts an in-process data server that reaches the meta cluster through the proxies;
     /// waits until it is a member. Returns its member.
     pub async fn add_data(&mut self) -> Member {
+        self.add_data_advertising(None).await
+    }
+
+    /// Starts a data server that tells the cluster it is reached at `advertise` (its bound
+    /// address when `None`).
+    pub async fn add_data_advertising(&mut self, advertise: Option<String>) -> Member {
         let mut cfg = self.data_config.clone();
         cfg.meta = self.addrs();
+        cfg.advertise = advertise;
         let name = format!("data-{}", self.datas.len() + 1);
         let node = Node::start(name, move |token| DataServer::start(cfg, token))
             .await
