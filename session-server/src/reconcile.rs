@@ -1,6 +1,7 @@
 //! Keeping the data tier and the session's caches true to the session's authoritative copy.
 //!
-//! Two jobs share one worker task:
+//! Two jobs, run by one worker task (the periodic full pass as a task of its own, so that
+//! the repair of moved slots never waits behind it):
 //! - **Repair** of slots: for the slots asked for, ask each primary for a tally (count and
 //!   fingerprint sum) of what it holds for this session per slot (`/data/v1/session-summary`)
 //!   and compare with the session's own; where they differ, ask for those publishers
@@ -565,13 +566,21 @@ pub async fn pull_versions(
     newer
 }
 
-/// The worker: repairs dirty slots as soon as they are marked, and runs a full repair and a
+/// The worker: repairs dirty slots as soon as they are marked, and starts a full repair and
 /// version pull every `interval`.
+///
+/// The full pass runs as a task of its own, one at a time: at a million publishers it takes
+/// tens of seconds (its version pull alone is paced over half the interval), and a
+/// failover's repair of the moved slots waiting behind it took 18 s instead of a fraction
+/// of one. The two may look at a slot at the same moment; that costs at most a republish
+/// twice (the same version, which the data tier takes as it is), since the forwarder drops
+/// a repair op for a publisher with a write on its way.
 pub async fn run(state: Arc<SessionState>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    let mut full_pass: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         // Handovers whose grace ran out: repair every slot, which removes what nobody took
         // over.
@@ -598,24 +607,17 @@ pub async fn run(state: Arc<SessionState>, interval: Duration) {
         };
         let view = state.membership.view();
         if full {
-            state.reconciler.dirty.lock().clear();
-            let started = Instant::now();
-            let r = repair(&state, &view, None).await;
-            let repaired = Instant::now();
-            state
-                .metrics
-                .repair_pass
-                .observe(repaired.duration_since(started).as_secs_f64());
-            pull_versions(&state, &view, None, Some(interval / PULL_SPREAD)).await;
-            state
-                .metrics
-                .pull_pass
-                .observe(repaired.elapsed().as_secs_f64());
-            let all: BTreeSet<SlotId> = (0..view.slots.slot_count()).collect();
-            let missed: Vec<SlotId> = all.difference(&r.covered).copied().collect();
-            if !missed.is_empty() && view.slots.slots.iter().any(|a| a.primary.is_some()) {
-                state.reconciler.mark(missed);
+            if full_pass.as_ref().is_some_and(|pass| !pass.is_finished()) {
+                tracing::info!("the previous full repair and version pull still runs; skipping this interval's");
+                continue;
             }
+            let state = state.clone();
+            full_pass = Some(tokio::spawn(async move {
+                tokio::select! {
+                    _ = full_pass_of(&state, &view, interval) => {}
+                    _ = state.shutdown.cancelled() => {}
+                }
+            }));
             continue;
         }
         let dirty: BTreeSet<SlotId> = std::mem::take(&mut *state.reconciler.dirty.lock());
@@ -653,5 +655,27 @@ pub async fn run(state: Arc<SessionState>, interval: Duration) {
             }
             state.reconciler.mark(missed);
         }
+    }
+}
+
+/// One full pass: a repair of every slot, then a version pull of every subscribed id paced
+/// over part of the interval; slots the repair could not cover are marked for the worker.
+async fn full_pass_of(state: &Arc<SessionState>, view: &ClusterView, interval: Duration) {
+    let started = Instant::now();
+    let r = repair(state, view, None).await;
+    let repaired = Instant::now();
+    state
+        .metrics
+        .repair_pass
+        .observe(repaired.duration_since(started).as_secs_f64());
+    pull_versions(state, view, None, Some(interval / PULL_SPREAD)).await;
+    state
+        .metrics
+        .pull_pass
+        .observe(repaired.elapsed().as_secs_f64());
+    let all: BTreeSet<SlotId> = (0..view.slots.slot_count()).collect();
+    let missed: Vec<SlotId> = all.difference(&r.covered).copied().collect();
+    if !missed.is_empty() && view.slots.slots.iter().any(|a| a.primary.is_some()) {
+        state.reconciler.mark(missed);
     }
 }

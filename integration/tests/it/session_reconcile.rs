@@ -252,3 +252,46 @@ async fn a_notification_lost_with_a_killed_primary_is_made_good_at_failover() {
     )
     .await;
 }
+
+/// The periodic full pass (a repair of every slot, then a version pull paced over half the
+/// interval) runs beside the worker that repairs slots whose primary changed: a failover
+/// does not wait for it. At a million publishers the full pass took tens of seconds, and a
+/// failover behind it 18 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_of_moved_slots_does_not_wait_for_the_full_pass() {
+    // 600 subscribed ids are five pull batches of 128, paced over 4 s.
+    const IDS: usize = 600;
+    let mut config = ClusterConfig::new(1, 1, 1);
+    config.session.reconcile_interval_ms = 8_000;
+    let cluster = Cluster::start(config).await.unwrap();
+    let watcher = Fleet {
+        clients: vec![cluster.client(0).await.unwrap()],
+    };
+    let _watch = watcher.watch(IDS).await.unwrap();
+    let state = cluster.sessions[0].server().state().clone();
+
+    until(
+        "the first full pass to have repaired and be pulling versions",
+        Duration::from_secs(20),
+        || async { state.metrics.repair_pass.get_sample_count() == 1 },
+    )
+    .await;
+    assert_eq!(state.metrics.pull_pass.get_sample_count(), 0);
+    let passes = state.reconciler.repair_passes();
+    state.reconciler.mark([0]);
+    until(
+        "the marked slot's repair",
+        Duration::from_secs(10),
+        || async { state.reconciler.repair_passes() > passes },
+    )
+    .await;
+    assert_eq!(
+        state.metrics.pull_pass.get_sample_count(),
+        0,
+        "the marked slot was repaired while the full pass was still pulling"
+    );
+    until("the full pass to end", Duration::from_secs(20), || async {
+        state.metrics.pull_pass.get_sample_count() == 1
+    })
+    .await;
+}
