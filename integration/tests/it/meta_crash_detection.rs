@@ -8,6 +8,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use meta_server::metrics::MetaMetrics;
 use meta_server::MetaConfig;
 use registry_common::member::{MemberId, Role};
 
@@ -26,25 +27,24 @@ fn config() -> MetaConfig {
 
 /// Members removed for `reason`, by whichever node led at the time.
 fn removals(cluster: &MetaCluster, reason: &str) -> u64 {
-    cluster
-        .nodes
-        .iter()
-        .map(|n| {
-            let metrics = &n.server().state().metrics;
-            metrics.lease_expiries.with_label_values(&[reason]).get()
-        })
-        .sum()
+    on_every_node(cluster, |m| {
+        m.lease_expiries.with_label_values(&[reason]).get()
+    })
 }
 
 /// Knocks on disconnected members' addresses with `result`, on every node.
 fn knocks(cluster: &MetaCluster, result: &str) -> u64 {
+    on_every_node(cluster, |m| {
+        m.disconnect_probes.with_label_values(&[result]).get()
+    })
+}
+
+/// The sum of a counter over every meta node (leadership may have moved meanwhile).
+fn on_every_node(cluster: &MetaCluster, counter: impl Fn(&MetaMetrics) -> u64) -> u64 {
     cluster
         .nodes
         .iter()
-        .map(|n| {
-            let metrics = &n.server().state().metrics;
-            metrics.disconnect_probes.with_label_values(&[result]).get()
-        })
+        .map(|n| counter(&n.server().state().metrics))
         .sum()
 }
 
