@@ -7,11 +7,24 @@ use registry_rpc::{HttpClient, RpcError};
 use serde_json::{json, Value};
 
 use crate::meta_fixture::{fake_session, retry_transient, MetaCluster, WAIT};
+use integration::wait::until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_an_unreachable_voter_is_refused_and_changes_no_quorum() {
     let cluster = MetaCluster::start(3, MetaCluster::fast_config()).await;
     let leader = cluster.wait_leader().await;
+    // A membership change is refused while the leader's first entry of its term is not yet
+    // committed (the earlier one counts as in progress): wait for it, so that the refusal
+    // below can only come from the unreachable address.
+    until("the leader to commit in its term", WAIT, || async {
+        cluster.nodes[leader]
+            .server()
+            .raft()
+            .status()
+            .committed_index
+            .is_some()
+    })
+    .await;
     let addr = cluster.nodes[leader].direct();
     let http = HttpClient::new(WAIT);
     let voters_before = cluster.nodes[leader].server().raft().status().voters;
