@@ -339,14 +339,21 @@ mod tests {
     async fn a_failed_round_is_requeued_merged_with_newer_work_and_sent() {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let lane: Arc<Lane<u32, u64>> = Lane::new("peer", CancellationToken::new());
-        let fail = Arc::new(AtomicUsize::new(2));
+        // Rounds fail until the newer work is queued, so no round can succeed before it
+        // (waiting for a set number of failures raced the backoff on a loaded machine).
+        const FAILING: usize = 1_000_000;
+        let fail = Arc::new(AtomicUsize::new(FAILING));
         lane.spawn(Recorder {
             batches: batches.clone(),
             fail: fail.clone(),
         });
         lane.push([(7, 1)], |_, _| {});
-        until("two failed rounds", || fail.load(Ordering::Acquire) == 0).await;
+        until("two failed rounds", || {
+            fail.load(Ordering::Acquire) <= FAILING - 2
+        })
+        .await;
         lane.push([(7, 2)], |cur, v| *cur = (*cur).max(v));
+        fail.store(0, Ordering::Release);
         until("sent", || !batches.lock().is_empty()).await;
         assert_eq!(batches.lock().concat(), vec![(7, 2)]);
         assert!(lane.is_empty());
