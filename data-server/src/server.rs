@@ -50,6 +50,16 @@ pub struct DataState {
     refreshing: AtomicBool,
     /// Rejoins (`Membership::rejoin_count`) whose slots have been forgotten and copied anew.
     rejoins_handled: std::sync::atomic::AtomicU64,
+    /// Fault injection for tests.
+    pub faults: Faults,
+}
+
+/// Switches for fault-injection tests; all off in normal operation.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Ship no change to the replicas, as if every change came just before this primary
+    /// died: what it takes in meanwhile is held here alone.
+    pub hold_replication: AtomicBool,
 }
 
 impl DataState {
@@ -119,7 +129,9 @@ impl DataState {
             return;
         }
         self.notifier.notify(changed);
-        self.replicator.on_changed(&self.membership.view(), changed);
+        if !self.faults.hold_replication.load(Ordering::Relaxed) {
+            self.replicator.on_changed(&self.membership.view(), changed);
+        }
     }
 
     /// Asks the meta for a newer view, unless a refresh is already running.
@@ -227,6 +239,7 @@ impl DataServer {
             http,
             refreshing: AtomicBool::new(false),
             rejoins_handled: std::sync::atomic::AtomicU64::new(0),
+            faults: Faults::default(),
         });
         tokio::spawn(follow_view(state.clone(), shutdown.clone()));
         tokio::spawn(housekeeping(state.clone(), shutdown.clone()));

@@ -155,7 +155,7 @@ impl SessionMetrics {
                 "registry_session_repaired_total",
                 "Reconciliation repairs",
                 "kind",
-                &["republished", "removed", "pulled"],
+                &["republished", "removed", "pulled", "resent"],
             ),
             empty_protection: counter_vec(
                 &r,

@@ -18,6 +18,10 @@
 //! big slots one at a time: the pushes behind a pass wait for a small step of it, never for
 //! all of it.
 //!
+//! - **Resend** of the writes that landed at a data server that left the view within the
+//!   forwarder's window (see [`crate::forward`]): written again at once from the session's
+//!   authoritative copy, before the repair of the moved slots would find them.
+//!
 //! A slot a primary does not answer for (still copying in, or unreachable) stays pending and
 //! is retried with backoff.
 //!
@@ -105,7 +109,7 @@ impl Reconciler {
     }
 
     /// Whether the repair must leave `key` alone: it is being handed over.
-    fn handing_over(&self, key: &PublisherKey, now: Instant) -> bool {
+    pub(crate) fn handing_over(&self, key: &PublisherKey, now: Instant) -> bool {
         self.handed_over
             .lock()
             .get(key)
@@ -254,6 +258,56 @@ pub async fn repair(
             .inc_by(out.removed as u64);
     }
     out
+}
+
+/// Writes again, from the session's authoritative copy, the publishers of writes that landed
+/// at a data server that has since left (`Forwarder::on_view`): a primary that died may not
+/// have shipped them to the replica that took its place. A publisher the session holds under
+/// that dataInfoId is published again as it is now; one it no longer holds there is removed
+/// for the connection it was written for, unless it is being handed over. A publisher with a
+/// write already on its way is left to that write. Returns how many ops were queued.
+pub fn resend(state: &SessionState, landed: Vec<crate::forward::Landed>) -> usize {
+    if landed.is_empty() {
+        return 0;
+    }
+    let now = Instant::now();
+    // The newest write per publisher and dataInfoId (the list is oldest first).
+    let mut newest: HashMap<(DataInfoId, PublisherKey), u64> = HashMap::new();
+    for l in landed {
+        newest.insert((l.data_info_id, l.key), l.conn_id);
+    }
+    let ops: Vec<WriteOp> = newest
+        .into_iter()
+        .filter_map(
+            |((data_info_id, key), conn_id)| match state.registry.publisher(&key) {
+                Some(p) if p.data_info_id == data_info_id => Some(WriteOp::Publish {
+                    publisher: (*p).clone(),
+                }),
+                _ if state.reconciler.handing_over(&key, now) => None,
+                _ => Some(WriteOp::Unpublish {
+                    data_info_id,
+                    key,
+                    session: state.id.clone(),
+                    conn_id,
+                }),
+            },
+        )
+        .collect();
+    let (published, removed) = state.forwarder.submit_repair(ops);
+    let queued = published + removed;
+    if queued > 0 {
+        tracing::info!(
+            published,
+            removed,
+            "writing again what landed at a data server that left"
+        );
+        state
+            .metrics
+            .repaired
+            .with_label_values(&["resent"])
+            .inc_by(queued as u64);
+    }
+    queued
 }
 
 /// Slots summarised again in one request before they are compared. A differing slot costs

@@ -258,7 +258,9 @@ async fn follow_view(state: Arc<SessionState>) {
     let mut prev: Option<Arc<registry_common::member::ClusterView>> = None;
     loop {
         let view = rx.borrow_and_update().clone();
-        state.forwarder.on_view(&view);
+        let landed = state.forwarder.on_view(&view);
+        // Before the moved slots are marked: their repair then finds these on their way.
+        crate::reconcile::resend(&state, landed);
         state.pusher.on_view(&view);
         crate::admin::apply_levers(&state, &view);
         if let Some(prev) = &prev {

@@ -295,3 +295,114 @@ async fn a_repair_of_moved_slots_does_not_wait_for_the_full_pass() {
     })
     .await;
 }
+
+/// A primary acknowledges a write before its replica has it. When it dies, the sessions
+/// write again at once what landed there in the moments before, from their authoritative
+/// copy: a change the replica never received comes back without waiting for the repair of
+/// the moved slots to find it (at a million publishers, seconds of comparing slots).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_a_killed_primary_had_not_replicated_are_written_again() {
+    const IDS: usize = 30;
+    let mut config = ClusterConfig::new(1, 2, 1);
+    config.session.reconcile_interval_ms = 600_000;
+    let mut cluster = Cluster::start(config).await.unwrap();
+    let client = cluster.client(0).await.unwrap();
+    let watcher = Fleet {
+        clients: vec![cluster.client(0).await.unwrap()],
+    };
+    let watch = watcher.watch(IDS).await.unwrap();
+    let mut publishers = Vec::new();
+    for i in 0..IDS {
+        publishers.push(
+            client
+                .publish(&data_id(i), vec![format!("v1:{i}")])
+                .await
+                .unwrap(),
+        );
+    }
+    until("first data seen", Duration::from_secs(20), || async {
+        watch.complete(IDS, |i| BTreeSet::from([format!("v1:{i}")])) == IDS
+    })
+    .await;
+    cluster.wait_slots_settled().await;
+    let ids: Vec<DataInfoId> = (0..IDS)
+        .map(|i| DataInfoId::new(&data_id(i), None, None).unwrap())
+        .collect();
+    cluster.wait_replicated(&ids).await;
+    let view = cluster.view();
+    let victim = view.slots.primary_of(&ids[0]).unwrap().clone();
+    let on_victim: Vec<usize> = (0..IDS)
+        .filter(|i| view.slots.primary_of(&ids[*i]) == Some(&victim))
+        .collect();
+    let victim_node = cluster
+        .datas
+        .iter()
+        .position(|n| n.server().id() == &victim)
+        .unwrap();
+    let primary = cluster.datas[victim_node].server().state().clone();
+    let replica = cluster.datas[1 - victim_node].server().state().clone();
+
+    // v2 reaches the primary, and the subscribers, but never the replica.
+    primary
+        .faults
+        .hold_replication
+        .store(true, Ordering::Relaxed);
+    for i in &on_victim {
+        publishers[*i]
+            .republish(vec![format!("v2:{i}")])
+            .await
+            .unwrap();
+    }
+    until("v2 at the primary", Duration::from_secs(20), || async {
+        on_victim
+            .iter()
+            .all(|i| primary.store.datum(&ids[*i]).flat_data() == vec![format!("v2:{i}")])
+    })
+    .await;
+    until("the watcher sees v2", Duration::from_secs(20), || async {
+        on_victim
+            .iter()
+            .all(|i| watch.latest(*i) == Some(BTreeSet::from([format!("v2:{i}")])))
+    })
+    .await;
+    assert!(
+        on_victim
+            .iter()
+            .all(|i| replica.store.datum(&ids[*i]).flat_data() == vec![format!("v1:{i}")]),
+        "the replica received v2 while replication was held"
+    );
+
+    // Every v2 write answered: landed, and remembered as landed at the primary.
+    let session = cluster.sessions[0].server().state().clone();
+    until("the writes answered", Duration::from_secs(20), || async {
+        session.forwarder.pending() == 0
+    })
+    .await;
+    cluster.datas[victim_node].kill();
+    until(
+        "the new primary holds v2 of every id the killed server was primary of",
+        Duration::from_secs(20),
+        || async {
+            on_victim
+                .iter()
+                .all(|i| replica.store.datum(&ids[*i]).flat_data() == vec![format!("v2:{i}")])
+        },
+    )
+    .await;
+    let resent = session
+        .metrics
+        .repaired
+        .with_label_values(&["resent"])
+        .get();
+    assert!(
+        resent >= on_victim.len() as u64,
+        "{resent} writes sent again for {} held back by the killed primary",
+        on_victim.len()
+    );
+    assert!(
+        on_victim
+            .iter()
+            .all(|i| watch.latest(*i) == Some(BTreeSet::from([format!("v2:{i}")]))),
+        "a subscriber went back to v1"
+    );
+}
