@@ -18,6 +18,13 @@
 //! count (older ones describe connections to an earlier leadership). Heartbeat connections
 //! this node closes itself (it stopped being the serving leader, or it is stopping) are not
 //! crash hints.
+//!
+//! A member that died while the leadership changed never closes a heartbeat connection to
+//! the new leader (it never opens one), so no hint names it, and it used to stay in the view
+//! for a whole lease. So a leader that starts serving knocks on the address of every member
+//! with no heartbeat connection to it yet: a refused knock removes the member at once, as
+//! above; any other answer leaves it to its lease (a live member is still finding the new
+//! leader, and no grace runs for a connection it never had).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,19 +72,69 @@ struct Disconnect {
     term: u64,
     /// Whether the member's address refused a connection since: nothing listens there.
     refused: bool,
+    /// Whether a heartbeat connection closed (the grace runs), or this node began serving
+    /// and the member had none to it yet (only a refused knock counts).
+    closed: bool,
 }
 
 /// Longest a knock on a disconnected member's address waits for an answer.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+const KNOCK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What a knock on a disconnected member's address found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Knock {
+    /// The connection was refused: nothing listens there.
+    Refused,
+    /// Something accepted it: the member's process, or whatever took its address.
+    Accepted,
+    /// No answer in time (a link down, a frozen host): proves nothing.
+    Unanswered,
+}
+
+impl Knock {
+    /// Its label on `registry_meta_disconnect_probes_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Knock::Refused => "refused",
+            Knock::Accepted => "accepted",
+            Knock::Unanswered => "unanswered",
+        }
+    }
+}
 
 /// First pause before knocking again on an address that accepted.
 const KNOCK_AGAIN: Duration = Duration::from_millis(50);
 
-/// Why a member whose lease ran out is removed.
-const LEASE_EXPIRED: &str = "lease expired";
+/// Why a member is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// Not renewed for a whole lease.
+    Lease,
+    /// Its heartbeat connection closed and it neither reconnected nor renewed within the grace.
+    Heartbeat,
+    /// No heartbeat connection, and its address refused a connection.
+    Refused,
+}
 
-/// Why a member whose heartbeat closed and whose address refused a connection is removed.
-const REFUSED: &str = "heartbeat connection lost and nothing listens at its address";
+impl Removal {
+    /// Its label on `registry_meta_lease_expiries_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Removal::Lease => "lease",
+            Removal::Heartbeat => "heartbeat",
+            Removal::Refused => "refused",
+        }
+    }
+
+    /// The reason recorded with the removal.
+    fn reason(self) -> &'static str {
+        match self {
+            Removal::Lease => "lease expired",
+            Removal::Heartbeat => "heartbeat connection lost",
+            Removal::Refused => "no heartbeat connection and nothing listens at its address",
+        }
+    }
+}
 
 pub struct Leases {
     /// This node's Raft: the member set, leadership, and where removals are proposed.
@@ -159,9 +216,13 @@ impl Leases {
             if !Self::close(&mut t, id) {
                 return;
             }
-            let refused = false;
-            t.disconnected
-                .insert(id.clone(), Disconnect { at, term, refused });
+            let hint = Disconnect {
+                at,
+                term,
+                refused: false,
+                closed: true,
+            };
+            t.disconnected.insert(id.clone(), hint);
         }
         let addr = self
             .raft
@@ -176,32 +237,31 @@ impl Leases {
     /// Knocks on the address of `id`, disconnected at `since`, until a knock is refused (the
     /// member is marked for removal), goes unanswered, the member comes back, or the grace
     /// runs out. An accepted knock is tried again: a dying process may close its heartbeat a
-    /// moment before its listener.
+    /// moment before its listener (and one that died as the leadership changed may still be
+    /// going down when the new leader first knocks).
     async fn knock(&self, id: MemberId, addr: String, since: Instant) {
         let mut backoff = Backoff::new(KNOCK_AGAIN, KNOCK_AGAIN * 4);
         loop {
-            let result = registry_rpc::net::connect(&addr, PROBE_TIMEOUT).await;
-            let label = match &result {
-                Ok(_) => "accepted",
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => "refused",
-                Err(_) => "unanswered",
+            let knock = match registry_rpc::net::connect(&addr, KNOCK_TIMEOUT).await {
+                Ok(_) => Knock::Accepted,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Knock::Refused,
+                Err(_) => Knock::Unanswered,
             };
-            drop(result);
-            self.probes.with_label_values(&[label]).inc();
-            tracing::debug!(member = %id, %addr, result = label, "knocked on a disconnected member's address");
+            self.probes.with_label_values(&[knock.label()]).inc();
+            tracing::debug!(member = %id, %addr, result = knock.label(), "knocked on a disconnected member's address");
             {
                 let mut t = self.table.lock();
                 let Some(d) = t.disconnected.get_mut(&id).filter(|d| d.at == since) else {
                     // It reconnected or renewed, or it is gone already.
                     return;
                 };
-                match label {
-                    "refused" => d.refused = true,
-                    "accepted" if since.elapsed() < self.grace => {}
-                    _ => return,
+                match knock {
+                    Knock::Refused => d.refused = true,
+                    Knock::Accepted if since.elapsed() < self.grace => {}
+                    Knock::Accepted | Knock::Unanswered => return,
                 }
             }
-            if label == "refused" {
+            if knock == Knock::Refused {
                 tracing::info!(member = %id, %addr, "a disconnected member's address refuses connections");
                 self.wake.notify_one();
                 return;
@@ -257,8 +317,9 @@ impl Leases {
             .collect()
     }
 
-    /// Members whose lease ran out or whose connection closed beyond the grace.
-    fn expired(&self, now: Instant) -> Vec<(MemberId, &'static str)> {
+    /// Members whose lease ran out, whose connection closed beyond the grace, or whose
+    /// address refused a knock.
+    fn expired(&self, now: Instant) -> Vec<(MemberId, Removal)> {
         // Sorted (the member map is a BTreeMap), so `binary_search` below is valid.
         let members: Vec<MemberId> = self
             .raft
@@ -271,15 +332,15 @@ impl Leases {
         for id in members {
             let start = t.lease_start(&id);
             if now.duration_since(start) > self.lease {
-                out.push((id, LEASE_EXPIRED));
+                out.push((id, Removal::Lease));
                 continue;
             }
             // (A renewal or a reconnection after the close removed the hint.)
             if let Some(d) = t.disconnected.get(&id) {
                 if d.refused {
-                    out.push((id, REFUSED));
-                } else if now.duration_since(d.at) > self.grace {
-                    out.push((id, "heartbeat connection lost"));
+                    out.push((id, Removal::Refused));
+                } else if d.closed && now.duration_since(d.at) > self.grace {
+                    out.push((id, Removal::Heartbeat));
                 }
             }
         }
@@ -288,11 +349,40 @@ impl Leases {
 
     /// Starts every lease afresh: this node has just begun serving as leader in `term`.
     /// Connection hints of other terms are forgotten; those of this term (seen between the
-    /// election and this call, or before a loss of quorum within it) still count.
-    fn start_serving(&self, term: u64) {
-        let mut t = self.table.lock();
-        t.serving_since = Instant::now();
-        t.disconnected.retain(|_, d| d.term == term);
+    /// election and this call, or before a loss of quorum within it) still count. Every
+    /// member with no heartbeat connection to this node and no hint is knocked on.
+    fn start_serving(self: &Arc<Self>, term: u64) {
+        let members: Vec<(MemberId, String)> = self.raft.with_state(|s| {
+            s.view
+                .members
+                .iter()
+                .map(|(id, m)| (id.clone(), m.addr.clone()))
+                .collect()
+        });
+        let now = Instant::now();
+        let mut knock = Vec::new();
+        {
+            let mut t = self.table.lock();
+            t.serving_since = now;
+            t.disconnected.retain(|_, d| d.term == term);
+            for (id, addr) in members {
+                if t.connections.contains_key(&id) || t.disconnected.contains_key(&id) {
+                    continue;
+                }
+                let hint = Disconnect {
+                    at: now,
+                    term,
+                    refused: false,
+                    closed: false,
+                };
+                t.disconnected.insert(id.clone(), hint);
+                knock.push((id, addr));
+            }
+        }
+        for (id, addr) in knock {
+            let this = self.clone();
+            tokio::spawn(async move { this.knock(id, addr, now).await });
+        }
     }
 
     /// Runs the expiry loop until `shutdown`.
@@ -332,19 +422,12 @@ impl Leases {
                 continue;
             }
             for (id, why) in &expired {
-                tracing::warn!(member = %id, "removing member: {why}");
-                let label = match *why {
-                    LEASE_EXPIRED => "lease",
-                    REFUSED => "refused",
-                    _ => "heartbeat",
-                };
-                self.expiries.with_label_values(&[label]).inc();
+                tracing::warn!(member = %id, "removing member: {}", why.reason());
+                self.expiries.with_label_values(&[why.label()]).inc();
             }
             let reason = expired
-                .iter()
-                .map(|(_, w)| *w)
-                .next()
-                .unwrap_or("expired")
+                .first()
+                .map_or("expired", |(_, why)| why.reason())
                 .to_owned();
             let ids = expired.into_iter().map(|(id, _)| id).collect();
             if let Err(e) = self.raft.write(MetaCommand::Remove { ids, reason }).await {

@@ -3,7 +3,9 @@
 //! SIGKILL is removed, and the slot table moves on, within 2 s; a server whose connection
 //! breaks and comes back within the grace is kept. When the heartbeat closes, the leader
 //! knocks on the member's address: a refused connection removes it without waiting out the
-//! grace; any other answer leaves the grace to decide.
+//! grace; any other answer leaves the grace to decide. A new leader knocks on every member
+//! with no heartbeat connection to it, so a server that died while the leadership changed
+//! is removed as fast.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -39,12 +41,12 @@ fn knocks(cluster: &MetaCluster, result: &str) -> u64 {
     })
 }
 
-/// The sum of a counter over every meta node (leadership may have moved meanwhile).
+/// The sum of a counter over every running meta node (leadership may have moved meanwhile).
 fn on_every_node(cluster: &MetaCluster, counter: impl Fn(&MetaMetrics) -> u64) -> u64 {
     cluster
-        .nodes
-        .iter()
-        .map(|n| counter(&n.server().state().metrics))
+        .running()
+        .into_iter()
+        .map(|i| counter(&cluster.nodes[i].server().state().metrics))
         .sum()
 }
 
@@ -155,6 +157,49 @@ async fn a_crashed_server_whose_address_refuses_is_removed_without_waiting_out_t
         "removed because its address refused, not by lease or grace"
     );
     assert_eq!(knocks(&cluster, "refused"), 1);
+}
+
+/// The meta leader and a data server die at one moment: the server's heartbeat closes on a
+/// leader that is gone, and it never connects to the next one. The new leader knocks on the
+/// address of every member with no heartbeat to it when it starts serving; the refusal
+/// removes the dead server at once, where it stayed in the view for a whole lease before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_died_with_the_leader_is_removed_by_the_next_leaders_knock() {
+    // A grace and a lease far longer than the wait: only a refused knock can remove it.
+    let mut config = config();
+    config.disconnect_grace_ms = 600_000;
+    config.lease_ms = 1_200_000;
+    let mut cluster = MetaCluster::start(3, config).await;
+    let survivor = cluster.add_data().await;
+    let (mut child, victim) = spawn_data_process(&cluster).await;
+    let leader = cluster.wait_heartbeat(&victim.id).await;
+    cluster.wait_heartbeat(&survivor.id).await;
+
+    cluster.kill(leader);
+    child.kill().await.expect("SIGKILL");
+    until("a new leader to remove the dead server", WAIT, || async {
+        cluster.serving_leader().is_some_and(|l| {
+            let view = cluster.state(l).view;
+            l != leader
+                && !view.members.contains_key(&victim.id)
+                && view
+                    .slots
+                    .slots
+                    .iter()
+                    .all(|s| s.primary.as_ref() == Some(&survivor.id))
+        })
+    })
+    .await;
+    assert_eq!(
+        removals(&cluster, "refused"),
+        1,
+        "removed because its address refused the new leader's knock"
+    );
+    let l = cluster.wait_leader().await;
+    assert!(
+        cluster.state(l).view.members.contains_key(&survivor.id),
+        "the live server, knocked on too, was kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
