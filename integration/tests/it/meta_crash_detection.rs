@@ -27,6 +27,32 @@ fn config() -> MetaConfig {
     config
 }
 
+/// A grace and a lease far longer than any wait here: only a refused knock can remove a
+/// member.
+fn knock_only_config() -> MetaConfig {
+    let mut config = config();
+    config.disconnect_grace_ms = 600_000;
+    config.lease_ms = 1_200_000;
+    config
+}
+
+/// Waits until the serving leader has removed `victim` and made `survivor` the primary of
+/// every slot.
+async fn wait_removed(cluster: &MetaCluster, victim: &Member, survivor: &Member) {
+    until("the dead server to be removed", WAIT, || async {
+        cluster.serving_leader().is_some_and(|l| {
+            let view = cluster.state(l).view;
+            !view.members.contains_key(&victim.id)
+                && view
+                    .slots
+                    .slots
+                    .iter()
+                    .all(|s| s.primary.as_ref() == Some(&survivor.id))
+        })
+    })
+    .await;
+}
+
 /// Members removed for `reason`, by whichever node led at the time.
 fn removals(cluster: &MetaCluster, reason: &str) -> u64 {
     on_every_node(cluster, |m| {
@@ -129,28 +155,13 @@ async fn killed_data_server_process_is_removed_within_two_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_server_whose_address_refuses_is_removed_without_waiting_out_the_grace() {
-    // A grace and a lease far longer than the wait: only the refused knock can remove it.
-    let mut config = config();
-    config.disconnect_grace_ms = 600_000;
-    config.lease_ms = 1_200_000;
-    let mut cluster = MetaCluster::start(3, config).await;
+    let mut cluster = MetaCluster::start(3, knock_only_config()).await;
     let survivor = cluster.add_data().await;
     let (mut child, victim) = spawn_data_process(&cluster).await;
     cluster.wait_heartbeat(&victim.id).await;
 
     child.kill().await.expect("SIGKILL");
-    until("the crashed server to be removed", WAIT, || async {
-        cluster.serving_leader().is_some_and(|l| {
-            let view = cluster.state(l).view;
-            !view.members.contains_key(&victim.id)
-                && view
-                    .slots
-                    .slots
-                    .iter()
-                    .all(|s| s.primary.as_ref() == Some(&survivor.id))
-        })
-    })
-    .await;
+    wait_removed(&cluster, &victim, &survivor).await;
     assert_eq!(
         removals(&cluster, "refused"),
         1,
@@ -165,11 +176,7 @@ async fn a_crashed_server_whose_address_refuses_is_removed_without_waiting_out_t
 /// removes the dead server at once, where it stayed in the view for a whole lease before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_died_with_the_leader_is_removed_by_the_next_leaders_knock() {
-    // A grace and a lease far longer than the wait: only a refused knock can remove it.
-    let mut config = config();
-    config.disconnect_grace_ms = 600_000;
-    config.lease_ms = 1_200_000;
-    let mut cluster = MetaCluster::start(3, config).await;
+    let mut cluster = MetaCluster::start(3, knock_only_config()).await;
     let survivor = cluster.add_data().await;
     let (mut child, victim) = spawn_data_process(&cluster).await;
     let leader = cluster.wait_heartbeat(&victim.id).await;
@@ -177,19 +184,8 @@ async fn a_server_that_died_with_the_leader_is_removed_by_the_next_leaders_knock
 
     cluster.kill(leader);
     child.kill().await.expect("SIGKILL");
-    until("a new leader to remove the dead server", WAIT, || async {
-        cluster.serving_leader().is_some_and(|l| {
-            let view = cluster.state(l).view;
-            l != leader
-                && !view.members.contains_key(&victim.id)
-                && view
-                    .slots
-                    .slots
-                    .iter()
-                    .all(|s| s.primary.as_ref() == Some(&survivor.id))
-        })
-    })
-    .await;
+    // (The killed leader is not running: the serving leader is a new one.)
+    wait_removed(&cluster, &victim, &survivor).await;
     assert_eq!(
         removals(&cluster, "refused"),
         1,

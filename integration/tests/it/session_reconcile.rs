@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use integration::cluster::{Cluster, ClusterConfig};
 use integration::wait::until;
-use integration::workload::{data_id, Fleet};
+use integration::workload::{data_id, Fleet, Watch};
 use registry_common::model::{Publisher, PublisherKey};
 use registry_common::DataInfoId;
 
@@ -158,40 +158,49 @@ async fn the_data_tier_is_repaired_from_the_session() {
     );
 }
 
-/// A primary killed right after a change can take that change's notification to a session
-/// with it while the change itself reached the replica: the new primary holds the version,
-/// the sessions' repair of the moved slots finds nothing to write, and nothing announced the
-/// version again before the periodic pull (found in W1 failovers of 2-5 s instead of 1.3 s).
-/// The slots whose primary changed now have their versions pulled with their repair.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_notification_lost_with_a_killed_primary_is_made_good_at_failover() {
-    const IDS: usize = 30;
-    let mut config = ClusterConfig::new(1, 3, 2);
-    // Far beyond the test: only the failover can bring the watcher up to date.
-    config.session.reconcile_interval_ms = 600_000;
-    let mut cluster = Cluster::start(config).await.unwrap();
-    let publisher_client = cluster.client(0).await.unwrap();
+/// A settled cluster where session 0's client published `IDS` ids at `v1:{i}` and a client
+/// of session `watch_via` watches them, and the data server about to be killed: the primary
+/// of the first id.
+struct Primed {
+    cluster: Cluster,
+    /// The clients behind `publishers` and `watch`, kept connected.
+    _clients: (client_sdk::Client, Fleet),
+    watch: Watch,
+    publishers: Vec<client_sdk::Publisher>,
+    ids: Vec<DataInfoId>,
+    /// Index in `cluster.datas` of the primary of the first id.
+    victim_node: usize,
+    /// The ids it is primary of.
+    on_victim: Vec<usize>,
+}
+
+/// Ids a primed cluster publishes.
+const PRIMED_IDS: usize = 30;
+
+async fn primed(config: ClusterConfig, watch_via: usize) -> Primed {
+    let cluster = Cluster::start(config).await.unwrap();
+    let client = cluster.client(0).await.unwrap();
     let watcher = Fleet {
-        clients: vec![cluster.client(1).await.unwrap()],
+        clients: vec![cluster.client(watch_via).await.unwrap()],
     };
-    let watch = watcher.watch(IDS).await.unwrap();
+    let watch = watcher.watch(PRIMED_IDS).await.unwrap();
     let mut publishers = Vec::new();
-    for i in 0..IDS {
+    for i in 0..PRIMED_IDS {
         publishers.push(
-            publisher_client
+            client
                 .publish(&data_id(i), vec![format!("v1:{i}")])
                 .await
                 .unwrap(),
         );
     }
     until("first data seen", Duration::from_secs(20), || async {
-        watch.complete(IDS, |i| BTreeSet::from([format!("v1:{i}")])) == IDS
+        watch.complete(PRIMED_IDS, |i| BTreeSet::from([format!("v1:{i}")])) == PRIMED_IDS
     })
     .await;
     // The cluster must be settled first: a slot still being copied in at start is repaired,
     // and its versions pulled, once it is ready, and a fetch started before a notification
-    // brought v1 may still be queued; either would bring v2 to the watcher before the
-    // failover this test is about (seen under load, about one run in five).
+    // brought v1 may still be queued; either would bring a later change to the watcher before
+    // the failover the tests are about (seen under load, about one run in five).
     cluster.wait_slots_settled().await;
     until(
         "no session has a repair or a fetch still to do",
@@ -204,14 +213,50 @@ async fn a_notification_lost_with_a_killed_primary_is_made_good_at_failover() {
         },
     )
     .await;
-    let ids: Vec<DataInfoId> = (0..IDS)
+    let ids: Vec<DataInfoId> = (0..PRIMED_IDS)
         .map(|i| DataInfoId::new(&data_id(i), None, None).unwrap())
         .collect();
+    cluster.wait_replicated(&ids).await;
     let view = cluster.view();
     let victim = view.slots.primary_of(&ids[0]).unwrap().clone();
-    let on_victim: Vec<usize> = (0..IDS)
+    let on_victim: Vec<usize> = (0..PRIMED_IDS)
         .filter(|i| view.slots.primary_of(&ids[*i]) == Some(&victim))
         .collect();
+    let victim_node = cluster
+        .datas
+        .iter()
+        .position(|n| n.server().id() == &victim)
+        .unwrap();
+    Primed {
+        cluster,
+        _clients: (client, watcher),
+        watch,
+        publishers,
+        ids,
+        victim_node,
+        on_victim,
+    }
+}
+
+/// A primary killed right after a change can take that change's notification to a session
+/// with it while the change itself reached the replica: the new primary holds the version,
+/// the sessions' repair of the moved slots finds nothing to write, and nothing announced the
+/// version again before the periodic pull (found in W1 failovers of 2-5 s instead of 1.3 s).
+/// The slots whose primary changed now have their versions pulled with their repair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_lost_with_a_killed_primary_is_made_good_at_failover() {
+    let mut config = ClusterConfig::new(1, 3, 2);
+    // Far beyond the test: only the failover can bring the watcher up to date.
+    config.session.reconcile_interval_ms = 600_000;
+    let Primed {
+        mut cluster,
+        watch,
+        publishers,
+        ids,
+        victim_node,
+        on_victim,
+        _clients,
+    } = primed(config, 1).await;
 
     // The watcher's session misses the v2 notifications; the change reaches the replicas.
     let session = cluster.sessions[1].server().state().clone();
@@ -219,11 +264,6 @@ async fn a_notification_lost_with_a_killed_primary_is_made_good_at_failover() {
     for (i, p) in publishers.iter().enumerate() {
         p.republish(vec![format!("v2:{i}")]).await.unwrap();
     }
-    let victim_node = cluster
-        .datas
-        .iter()
-        .position(|n| n.server().id() == &victim)
-        .unwrap();
     let store = cluster.datas[victim_node].server().state().clone();
     until("v2 at the primary", Duration::from_secs(20), || async {
         on_victim
@@ -302,43 +342,17 @@ async fn a_repair_of_moved_slots_does_not_wait_for_the_full_pass() {
 /// the moved slots to find it (at a million publishers, seconds of comparing slots).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_a_killed_primary_had_not_replicated_are_written_again() {
-    const IDS: usize = 30;
     let mut config = ClusterConfig::new(1, 2, 1);
     config.session.reconcile_interval_ms = 600_000;
-    let mut cluster = Cluster::start(config).await.unwrap();
-    let client = cluster.client(0).await.unwrap();
-    let watcher = Fleet {
-        clients: vec![cluster.client(0).await.unwrap()],
-    };
-    let watch = watcher.watch(IDS).await.unwrap();
-    let mut publishers = Vec::new();
-    for i in 0..IDS {
-        publishers.push(
-            client
-                .publish(&data_id(i), vec![format!("v1:{i}")])
-                .await
-                .unwrap(),
-        );
-    }
-    until("first data seen", Duration::from_secs(20), || async {
-        watch.complete(IDS, |i| BTreeSet::from([format!("v1:{i}")])) == IDS
-    })
-    .await;
-    cluster.wait_slots_settled().await;
-    let ids: Vec<DataInfoId> = (0..IDS)
-        .map(|i| DataInfoId::new(&data_id(i), None, None).unwrap())
-        .collect();
-    cluster.wait_replicated(&ids).await;
-    let view = cluster.view();
-    let victim = view.slots.primary_of(&ids[0]).unwrap().clone();
-    let on_victim: Vec<usize> = (0..IDS)
-        .filter(|i| view.slots.primary_of(&ids[*i]) == Some(&victim))
-        .collect();
-    let victim_node = cluster
-        .datas
-        .iter()
-        .position(|n| n.server().id() == &victim)
-        .unwrap();
+    let Primed {
+        mut cluster,
+        watch,
+        publishers,
+        ids,
+        victim_node,
+        on_victim,
+        _clients,
+    } = primed(config, 0).await;
     let primary = cluster.datas[victim_node].server().state().clone();
     let replica = cluster.datas[1 - victim_node].server().state().clone();
 
