@@ -16,7 +16,10 @@ use futures::{FutureExt, SinkExt, StreamExt};
 use rand::RngExt;
 use registry_common::backoff::Backoff;
 use registry_common::error::ErrorCode;
-use registry_common::proto::client::{ClientFrame, ServerFrame, CLOSE_MOVING, PROTOCOL_VERSION};
+use registry_common::proto::client::{
+    ClientFrame, Push, ServerFrame, BATCHING_PROTOCOL_VERSION, CLOSE_MOVING, MAX_PUSH_ACKS,
+    OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -96,8 +99,8 @@ pub(crate) async fn run(
             r = connect(&shared, &addr) => r,
             _ = stop.changed() => break,
         };
-        let mut ws = match ws {
-            Ok(ws) => ws,
+        let (mut ws, protocol) = match ws {
+            Ok(connected) => connected,
             Err(e) => {
                 tracing::debug!(session = %addr, "connect failed: {e}");
                 match &e {
@@ -141,7 +144,15 @@ pub(crate) async fn run(
         // Info, like the loss: a log that shows the client losing its session shows it
         // connected again, and where.
         tracing::info!(session = %addr, "connected to the session");
-        let end = session_loop(&shared, &mut ws, &mut cmd_rx, &mut stop, &mut pending).await;
+        let end = session_loop(
+            &shared,
+            &mut ws,
+            protocol,
+            &mut cmd_rx,
+            &mut stop,
+            &mut pending,
+        )
+        .await;
         carried = pending.into_values().flatten().collect();
         match end {
             End::Stopped => {
@@ -253,8 +264,8 @@ async fn send(shared: &Shared, ws: &mut Ws, frame: &ClientFrame) -> Result<(), S
     within(shared, ws.send(Message::Text(text.into()))).await
 }
 
-/// Opens the WebSocket and completes the hello exchange.
-async fn connect(shared: &Shared, addr: &str) -> Result<Ws, SdkError> {
+/// Opens the WebSocket and completes the hello exchange; the protocol version it speaks.
+async fn connect(shared: &Shared, addr: &str) -> Result<(Ws, u32), SdkError> {
     let step = Duration::from_secs(3);
     let (scheme, connector) = match &shared.config.tls {
         Some(tls) => ("wss", Some(Connector::Rustls(tls.config()))),
@@ -271,13 +282,31 @@ async fn connect(shared: &Shared, addr: &str) -> Result<Ws, SdkError> {
         .await
         .map_err(|_| SdkError::Timeout)?
         .map_err(|e| SdkError::Connect(e.to_string()))?;
+    let mut offer = PROTOCOL_VERSION;
+    loop {
+        match hello(shared, &mut ws, offer, step).await {
+            Ok(protocol) => return Ok((ws, protocol)),
+            // A session older than this SDK refuses the newer protocol: speak the oldest.
+            Err(SdkError::Server(e))
+                if e.code == ErrorCode::UnsupportedProtocol && offer > OLDEST_PROTOCOL_VERSION =>
+            {
+                tracing::debug!(session = %addr, "session refused protocol {offer}: {e}");
+                offer = OLDEST_PROTOCOL_VERSION;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Says hello offering protocol `offer`; the version the session answered with.
+async fn hello(shared: &Shared, ws: &mut Ws, offer: u32, step: Duration) -> Result<u32, SdkError> {
     let req_id = shared.next_id();
     send(
         shared,
-        &mut ws,
+        ws,
         &ClientFrame::Hello {
             req_id,
-            protocol: PROTOCOL_VERSION,
+            protocol: offer,
             client_id: shared.client_id.clone(),
             zone: shared.config.zone.clone(),
             app: shared.config.app.clone(),
@@ -297,7 +326,8 @@ async fn connect(shared: &Shared, addr: &str) -> Result<Ws, SdkError> {
             .map_err(|_| SdkError::Timeout)?;
         match msg {
             Some(Ok(Message::Text(t))) => match ServerFrame::decode(t.as_str()) {
-                Ok(ServerFrame::Welcome { .. }) => return Ok(ws),
+                // A session that does not say more than protocol 1 speaks only that.
+                Ok(ServerFrame::Welcome { protocol, .. }) => return Ok(protocol.min(offer)),
                 Ok(ServerFrame::Error { error, .. }) => return Err(SdkError::Server(error)),
                 _ => continue,
             },
@@ -372,6 +402,7 @@ fn resolve(pending: &mut HashMap<u64, Vec<Waiter>>, req_id: u64, result: Result<
 async fn session_loop(
     shared: &Arc<Shared>,
     ws: &mut Ws,
+    protocol: u32,
     cmd_rx: &mut mpsc::Receiver<Command>,
     stop: &mut watch::Receiver<bool>,
     pending: &mut HashMap<u64, Vec<Waiter>>,
@@ -401,15 +432,16 @@ async fn session_loop(
             }
             msg = ws.next() => {
                 last_rx = Instant::now();
-                // Handle this frame and every other one already received, queueing the acks,
-                // then send them with one flush.
+                // Handle this frame and every other one already received, then acknowledge
+                // their pushes with one flush.
                 let mut next = Some(msg);
                 let mut handled = 0;
+                let mut acks = Vec::new();
                 while let Some(msg) = next.take() {
                     match msg {
                         Some(Ok(Message::Text(t))) => match ServerFrame::decode(t.as_str()) {
                             Ok(frame) => {
-                                if let Some(end) = on_frame(shared, ws, pending, frame).await {
+                                if let Some(end) = on_frame(shared, pending, &mut acks, frame) {
                                     return end;
                                 }
                             }
@@ -429,7 +461,7 @@ async fn session_loop(
                         next = ws.next().now_or_never();
                     }
                 }
-                if within(shared, ws.flush()).await.is_err() {
+                if acknowledge(shared, ws, protocol, &acks).await.is_err() {
                     return End::Lost;
                 }
             }
@@ -444,10 +476,33 @@ async fn session_loop(
     }
 }
 
-async fn on_frame(
-    shared: &Arc<Shared>,
+/// Acknowledges `push_ids` (every push received, even one dropped as old) and flushes:
+/// one `push_acks` frame per [`MAX_PUSH_ACKS`] ids on protocol 2, one `push_ack` each before.
+async fn acknowledge(
+    shared: &Shared,
     ws: &mut Ws,
+    protocol: u32,
+    push_ids: &[u64],
+) -> Result<(), SdkError> {
+    if protocol >= BATCHING_PROTOCOL_VERSION {
+        for ids in push_ids.chunks(MAX_PUSH_ACKS) {
+            let acks = ClientFrame::push_acks_json(ids);
+            within(shared, ws.feed(Message::Text(acks.into()))).await?;
+        }
+    } else {
+        for &id in push_ids {
+            let ack = ClientFrame::push_ack_json(id);
+            within(shared, ws.feed(Message::Text(ack.into()))).await?;
+        }
+    }
+    within(shared, ws.flush()).await
+}
+
+/// Handles one frame from the session; the ids of pushes to acknowledge go to `acks`.
+fn on_frame(
+    shared: &Arc<Shared>,
     pending: &mut HashMap<u64, Vec<Waiter>>,
+    acks: &mut Vec<u64>,
     frame: ServerFrame,
 ) -> Option<End> {
     match frame {
@@ -460,45 +515,48 @@ async fn on_frame(
             req_id: None,
             error,
         } => tracing::warn!("session reported an error: {error}"),
-        ServerFrame::Push {
-            push_id,
-            regist_id,
-            data_info_id,
-            version,
-            data,
-        } => {
-            // Queued; the caller flushes once it has handled every frame at hand.
-            let ack = ClientFrame::push_ack_json(push_id);
-            if within(shared, ws.feed(Message::Text(ack.into())))
-                .await
-                .is_err()
-            {
-                return Some(End::Lost);
-            }
-            let mut callback = None;
-            {
-                let mut regs = shared.regs.lock();
-                if let Some(sub) = regs.subs.get_mut(&regist_id) {
-                    if sub.last_version.is_none_or(|v| version > v) {
-                        let update = Arc::new(DatumUpdate {
-                            data_info_id: String::from(data_info_id),
-                            version,
-                            data,
-                        });
-                        sub.last_version = Some(version);
-                        sub.last = Some(update.clone());
-                        sub.queue.push(update.clone());
-                        callback = sub.callback.clone().map(|cb| (cb, update));
-                    }
-                }
-            }
-            // Outside the lock: the callback may call back into the client.
-            if let Some((cb, update)) = callback {
-                cb(&update);
+        ServerFrame::Push(push) => on_push(shared, acks, push),
+        ServerFrame::Pushes { pushes } => {
+            for push in pushes {
+                on_push(shared, acks, push);
             }
         }
         ServerFrame::GoAway { sessions, .. } => return Some(End::GoAway(sessions)),
         ServerFrame::Pong { .. } | ServerFrame::Welcome { .. } => {}
     }
     None
+}
+
+/// Hands a push newer than what its subscription holds to the subscription (queue and
+/// callback) and notes its id for acknowledgement.
+fn on_push(shared: &Shared, acks: &mut Vec<u64>, push: Push) {
+    let Push {
+        push_id,
+        regist_id,
+        data_info_id,
+        version,
+        data,
+    } = push;
+    acks.push(push_id);
+    let mut callback = None;
+    {
+        let mut regs = shared.regs.lock();
+        if let Some(sub) = regs.subs.get_mut(&regist_id) {
+            if sub.last_version.is_none_or(|v| version > v) {
+                let update = Arc::new(DatumUpdate {
+                    data_info_id: String::from(data_info_id),
+                    version,
+                    data,
+                });
+                sub.last_version = Some(version);
+                sub.last = Some(update.clone());
+                sub.queue.push(update.clone());
+                callback = sub.callback.clone().map(|cb| (cb, update));
+            }
+        }
+    }
+    // Outside the lock: the callback may call back into the client.
+    if let Some((cb, update)) = callback {
+        cb(&update);
+    }
 }

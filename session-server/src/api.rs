@@ -32,8 +32,10 @@ use crate::server::SessionState;
 /// whole over several reads.
 const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
 
-/// Bytes of frames buffered before the codec writes them out.
-const WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// Bytes of frames buffered before the codec writes them out. The buffer keeps the size of
+/// the largest frame written through it, so frames the session builds itself (`pushes`)
+/// stay within it.
+pub(crate) const WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Largest HTTP body (a change batch with inline datums).
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;

@@ -13,16 +13,20 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
+use prometheus::IntCounter;
 use registry_common::error::ApiError;
 use registry_common::id::{validate_part, DataInfoId};
 use registry_common::model::Publisher;
-use registry_common::proto::client::{ClientFrame, ServerFrame, CLOSE_MOVING, PROTOCOL_VERSION};
+use registry_common::proto::client::{
+    negotiate, ClientFrame, ServerFrame, BATCHING_PROTOCOL_VERSION, CLOSE_MOVING,
+    OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 use tokio::sync::mpsc;
 
 use crate::error::SessionError;
 use crate::forward::MAX_INTAKE_PAUSE;
 use crate::limits::ConnSlot;
-use crate::outbox::Frame;
+use crate::outbox::{Carries, Frame, Texts};
 use crate::registry::{Conn, Hello, Registration};
 use crate::server::SessionState;
 
@@ -38,7 +42,12 @@ pub async fn serve(socket: WebSocket, remote: SocketAddr, ctx: Arc<SessionState>
     let (conn, rx) = ctx.registry.open(remote);
     tracing::debug!(conn = conn.id, %remote, "client connected");
     let (sink, mut stream) = socket.split();
-    let writer = tokio::spawn(write_loop(sink, rx, conn.clone()));
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        conn.clone(),
+        ctx.metrics.push_frames.clone(),
+    ));
     let idle = Duration::from_millis(ctx.config.client_idle_ms.max(100));
     loop {
         if ctx.forwarder.backlogged() {
@@ -136,6 +145,7 @@ async fn write_loop(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Frame>,
     conn: Arc<Conn>,
+    push_frames: IntCounter,
 ) {
     loop {
         tokio::select! {
@@ -154,11 +164,19 @@ async fn write_loop(
                         Err(_) => break,
                     }
                 }
+                // Known from the hello on, which comes before any push.
+                let join_pushes = conn
+                    .hello
+                    .get()
+                    .is_some_and(|h| h.protocol >= BATCHING_PROTOCOL_VERSION);
                 let write = async {
                     // A push's text is made here, one frame at a time, and freed once the
                     // socket's buffer has it.
-                    for f in batch {
-                        sink.feed(Message::Text(f.into_text().into())).await?;
+                    for (text, carries) in Texts::new(batch, join_pushes) {
+                        if let Carries::Pushes(_) = carries {
+                            push_frames.inc();
+                        }
+                        sink.feed(Message::Text(text.into())).await?;
                     }
                     sink.flush().await
                 };
@@ -355,9 +373,11 @@ fn dispatch(
             app,
             auth,
         } => {
-            if protocol != PROTOCOL_VERSION {
-                return Err(SessionError::Protocol(protocol, PROTOCOL_VERSION));
-            }
+            let protocol = negotiate(protocol).ok_or(SessionError::Protocol(
+                protocol,
+                OLDEST_PROTOCOL_VERSION,
+                PROTOCOL_VERSION,
+            ))?;
             if ctx.leaving() {
                 return Err(SessionError::ShuttingDown);
             }
@@ -370,6 +390,7 @@ fn dispatch(
                 .verify_hello(&client_id, auth.as_ref())
                 .map_err(|e| SessionError::Unauthenticated(e.to_string()))?;
             let hello = Hello {
+                protocol,
                 client_id: match &grants {
                     Some(g) => format!("{}:{client_id}", g.principal),
                     None => client_id,
@@ -390,7 +411,7 @@ fn dispatch(
                 .map_err(|_| SessionError::DuplicateHello)?;
             Ok(Some(ServerFrame::Welcome {
                 req_id,
-                protocol: PROTOCOL_VERSION,
+                protocol,
                 conn_id: conn.id,
                 session_id: ctx.id.to_string(),
                 max_frame_bytes: ctx.config.max_frame_bytes,
@@ -467,6 +488,12 @@ fn dispatch(
         }
         ClientFrame::PushAck { push_id } => {
             ctx.pusher.on_ack(conn, push_id);
+            Ok(None)
+        }
+        ClientFrame::PushAcks { push_ids } => {
+            for push_id in push_ids {
+                ctx.pusher.on_ack(conn, push_id);
+            }
             Ok(None)
         }
         ClientFrame::Ping { req_id } => Ok(Some(ServerFrame::Pong { req_id })),

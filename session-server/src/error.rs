@@ -10,8 +10,8 @@ pub enum SessionError {
     NoHello,
     #[error("`hello` was already received on this connection")]
     DuplicateHello,
-    #[error("protocol version {0} is not supported (this server speaks {1})")]
-    Protocol(u32, u32),
+    #[error("protocol version {0} is not supported (this server speaks {1} to {2})")]
+    Protocol(u32, u32, u32),
     #[error(transparent)]
     InvalidId(#[from] IdError),
     #[error(transparent)]

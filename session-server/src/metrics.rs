@@ -20,6 +20,9 @@ pub struct SessionMetrics {
     pub pushes: IntCounterVec,
     /// Pushes acknowledged by clients.
     pub push_acks: IntCounter,
+    /// WebSocket frames that carried pushes: on protocol 2 one frame carries every push
+    /// queued for its connection at once, so pushes / frames is the batching achieved.
+    pub push_frames: IntCounter,
     /// Acks for pushes this server does not know (late or bogus).
     pub unknown_acks: IntCounter,
     /// Datums superseded before they were sent (merged into a later push).
@@ -93,6 +96,11 @@ impl SessionMetrics {
                 &r,
                 "registry_session_push_acks_total",
                 "Pushes acknowledged",
+            ),
+            push_frames: counter(
+                &r,
+                "registry_session_push_frames_total",
+                "WebSocket frames that carried pushes (one or several each)",
             ),
             unknown_acks: counter(
                 &r,

@@ -30,6 +30,8 @@ pub type ConnId = u64;
 /// What the client said in `hello`, and who it proved to be.
 #[derive(Debug, Clone)]
 pub struct Hello {
+    /// The protocol version this connection speaks (see `proto::client::negotiate`).
+    pub protocol: u32,
     /// The client's identity as the registry keys its publishers: with auth on,
     /// `{principal}:{clientId}`, so no principal can name another's publishers.
     pub client_id: String,

@@ -2,15 +2,36 @@
 //!
 //! Every frame is a JSON object with a `type` field (snake_case) and camelCase fields. Client
 //! requests carry a `reqId` that the server echoes in its `ack` or `error`. A connection starts
-//! with `hello`; the server answers `welcome` with the connection id it assigned.
+//! with `hello`, which offers a protocol version; the server answers `welcome` with the
+//! version both speak and the connection id it assigned.
+//!
+//! Protocol 2 adds batching to protocol 1: a session may send several pushes queued for one
+//! connection as one `pushes` frame, and the client acknowledges every push it has at hand
+//! with one `push_acks` frame. A protocol-1 connection gets one `push` frame per push and
+//! acknowledges each with `push_ack`, as before.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::id::DataInfoId;
 
-/// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Highest protocol version spoken by this build (offered by the SDK, answered by sessions).
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Oldest protocol version a session still serves.
+pub const OLDEST_PROTOCOL_VERSION: u32 = 1;
+
+/// First version with `pushes` and `push_acks`.
+pub const BATCHING_PROTOCOL_VERSION: u32 = 2;
+
+/// Most push ids one `push_acks` frame may carry; a client with more sends several frames.
+pub const MAX_PUSH_ACKS: usize = 1024;
+
+/// The version a connection speaks when a client offers `offered`: the highest both sides
+/// speak, or `None` when the client only speaks versions older than any served.
+pub fn negotiate(offered: u32) -> Option<u32> {
+    (offered >= OLDEST_PROTOCOL_VERSION).then(|| offered.min(PROTOCOL_VERSION))
+}
 
 /// WebSocket close code a client ends a connection with when it leaves for another session
 /// while still alive (the session went silent to it, or its writes stalled). The session then
@@ -79,6 +100,10 @@ pub enum ClientFrame {
     PushAck {
         push_id: u64,
     },
+    /// Acknowledges several pushes at once (protocol 2; at most [`MAX_PUSH_ACKS`] ids).
+    PushAcks {
+        push_ids: Vec<u64>,
+    },
     Ping {
         req_id: u64,
     },
@@ -92,6 +117,7 @@ const CLIENT_TYPES: &[&str] = &[
     "register_subscriber",
     "unregister_subscriber",
     "push_ack",
+    "push_acks",
     "ping",
 ];
 
@@ -107,6 +133,20 @@ impl ClientFrame {
     /// The JSON of `PushAck { push_id }`, written directly: the SDK sends one per push.
     pub fn push_ack_json(push_id: u64) -> String {
         format!(r#"{{"type":"push_ack","pushId":{push_id}}}"#)
+    }
+
+    /// The JSON of `PushAcks { push_ids }`, written directly.
+    pub fn push_acks_json(push_ids: &[u64]) -> String {
+        let mut text = String::with_capacity(32 + push_ids.len() * 8);
+        text.push_str(r#"{"type":"push_acks","pushIds":["#);
+        for (i, id) in push_ids.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&id.to_string());
+        }
+        text.push_str("]}");
+        text
     }
 
     /// Decodes one text frame, classifying failures as malformed JSON, unknown message
@@ -159,7 +199,7 @@ impl ClientFrame {
             | ClientFrame::RegisterSubscriber { req_id, .. }
             | ClientFrame::UnregisterSubscriber { req_id, .. }
             | ClientFrame::Ping { req_id } => Some(*req_id),
-            ClientFrame::PushAck { .. } => None,
+            ClientFrame::PushAck { .. } | ClientFrame::PushAcks { .. } => None,
         }
     }
 }
@@ -185,6 +225,7 @@ struct WireClientFrame {
     version: Option<u64>,
     known_version: Option<u64>,
     push_id: Option<u64>,
+    push_ids: Option<Vec<u64>>,
 }
 
 impl WireClientFrame {
@@ -235,6 +276,19 @@ impl WireClientFrame {
             "push_ack" => ClientFrame::PushAck {
                 push_id: self.push_id.ok_or_else(|| missing("pushId"))?,
             },
+            "push_acks" => {
+                let push_ids = self.push_ids.ok_or_else(|| missing("pushIds"))?;
+                if push_ids.len() > MAX_PUSH_ACKS {
+                    return Err(ApiError::new(
+                        ErrorCode::Malformed,
+                        format!(
+                            "bad `push_acks` frame: {} ids, at most {MAX_PUSH_ACKS}",
+                            push_ids.len()
+                        ),
+                    ));
+                }
+                ClientFrame::PushAcks { push_ids }
+            }
             "ping" => ClientFrame::Ping { req_id: req_id? },
             other => {
                 return Err(ApiError::new(
@@ -272,6 +326,7 @@ struct WireServerFrame {
     data: Option<Vec<String>>,
     reason: Option<String>,
     sessions: Option<Vec<String>>,
+    pushes: Option<Vec<Push>>,
 }
 
 impl ServerFrame {
@@ -297,16 +352,20 @@ impl ServerFrame {
             data,
             reason,
             sessions,
+            pushes,
         } = w;
         let missing = |field: &str| format!("`{kind}` frame without `{field}`");
         let need_req_id = || req_id.ok_or_else(|| missing("reqId"));
         Ok(match kind.as_str() {
-            "push" => ServerFrame::Push {
+            "push" => ServerFrame::Push(Push {
                 push_id: push_id.ok_or_else(|| missing("pushId"))?,
                 regist_id: regist_id.ok_or_else(|| missing("registId"))?,
                 data_info_id: data_info_id.ok_or_else(|| missing("dataInfoId"))?,
                 version: version.ok_or_else(|| missing("version"))?,
                 data: data.unwrap_or_default(),
+            }),
+            "pushes" => ServerFrame::Pushes {
+                pushes: pushes.ok_or_else(|| missing("pushes"))?,
             },
             "ack" => ServerFrame::Ack {
                 req_id: need_req_id()?,
@@ -366,15 +425,12 @@ pub enum ServerFrame {
         #[serde(flatten)]
         error: ApiError,
     },
-    /// The full datum of one dataInfoId for one subscription. Acknowledge with `push_ack`.
-    Push {
-        push_id: u64,
-        /// The subscription (`registId` of `register_subscriber`) this push is for.
-        regist_id: String,
-        data_info_id: DataInfoId,
-        version: u64,
-        /// Every publisher's data strings.
-        data: Vec<String>,
+    /// The full datum of one dataInfoId for one subscription. Acknowledge with `push_ack`
+    /// (or, on protocol 2, `push_acks`).
+    Push(Push),
+    /// Several pushes queued for one connection, in the order they were queued (protocol 2).
+    Pushes {
+        pushes: Vec<Push>,
     },
     Pong {
         req_id: u64,
@@ -385,6 +441,20 @@ pub enum ServerFrame {
         #[serde(default)]
         sessions: Vec<String>,
     },
+}
+
+/// One push: the full datum of one dataInfoId for one subscription.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Push {
+    pub push_id: u64,
+    /// The subscription (`registId` of `register_subscriber`) this push is for.
+    pub regist_id: String,
+    pub data_info_id: DataInfoId,
+    pub version: u64,
+    /// Every publisher's data strings.
+    #[serde(default)]
+    pub data: Vec<String>,
 }
 
 #[cfg(test)]
@@ -401,6 +471,17 @@ mod tests {
         let e = ClientFrame::decode(r#"{"type":"register_publisher","reqId":5}"#).unwrap_err();
         assert_eq!(e.error.code, ErrorCode::Malformed);
         assert_eq!(e.req_id, Some(5));
+        let too_many = ClientFrame::push_acks_json(&vec![1; MAX_PUSH_ACKS + 1]);
+        let e = ClientFrame::decode(&too_many).unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::Malformed);
+    }
+
+    #[test]
+    fn the_version_spoken_is_the_highest_both_sides_speak() {
+        assert_eq!(negotiate(0), None);
+        assert_eq!(negotiate(1), Some(1));
+        assert_eq!(negotiate(2), Some(2));
+        assert_eq!(negotiate(PROTOCOL_VERSION + 5), Some(PROTOCOL_VERSION));
     }
 
     #[test]
@@ -426,7 +507,7 @@ mod tests {
         assert!(text.contains(r#""code":"invalid_argument""#));
         assert_eq!(serde_json::from_str::<ServerFrame>(&text).unwrap(), err);
         assert_eq!(ServerFrame::decode(&text).unwrap(), err);
-        let push = ServerFrame::Push {
+        let push = Push {
             push_id: 9,
             regist_id: "s1".into(),
             data_info_id: DataInfoId::new("svc", None, None).unwrap(),
@@ -437,8 +518,32 @@ mod tests {
             ClientFrame::push_ack_json(7),
             serde_json::to_string(&ClientFrame::PushAck { push_id: 7 }).unwrap()
         );
-        let text = serde_json::to_string(&push).unwrap();
-        assert_eq!(ServerFrame::decode(&text).unwrap(), push);
+        let single = ServerFrame::Push(push.clone());
+        let text = serde_json::to_string(&single).unwrap();
+        assert!(text.starts_with(r#"{"type":"push","pushId":9,"#), "{text}");
+        assert_eq!(ServerFrame::decode(&text).unwrap(), single);
+        let batch = ServerFrame::Pushes {
+            pushes: vec![
+                push.clone(),
+                Push {
+                    push_id: 10,
+                    ..push
+                },
+            ],
+        };
+        let text = serde_json::to_string(&batch).unwrap();
+        assert_eq!(ServerFrame::decode(&text).unwrap(), batch);
+        let acks = ClientFrame::PushAcks {
+            push_ids: vec![9, 10],
+        };
+        assert_eq!(
+            ClientFrame::push_acks_json(&[9, 10]),
+            serde_json::to_string(&acks).unwrap()
+        );
+        assert_eq!(
+            ClientFrame::decode(&ClientFrame::push_acks_json(&[9, 10])).unwrap(),
+            acks
+        );
         let hello = ClientFrame::Hello {
             req_id: 1,
             protocol: 1,

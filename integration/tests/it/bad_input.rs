@@ -151,7 +151,7 @@ async fn unsupported_protocol_and_duplicate_hello_are_refused() {
     let addr = cluster.session_addrs()[0].clone();
     let mut c = RawClient::connect(&addr).await.unwrap();
     let r = c
-        .request(json!({"type": "hello", "protocol": 99, "clientId": "x"}))
+        .request(json!({"type": "hello", "protocol": 0, "clientId": "x"}))
         .await
         .unwrap();
     assert_eq!(code(&r), "unsupported_protocol");

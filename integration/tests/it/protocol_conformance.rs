@@ -9,6 +9,7 @@ use integration::cluster::{Cluster, ClusterConfig};
 use integration::raw::RawClient;
 use integration::wait::{eventually, until};
 use registry_common::model::PublisherKey;
+use registry_common::proto::client::{ClientFrame, MAX_PUSH_ACKS, PROTOCOL_VERSION};
 use registry_common::DataInfoId;
 use serde_json::{json, Value};
 use session_server::SessionConfig;
@@ -150,7 +151,7 @@ async fn frames_and_hello() {
 
     // Refused hellos leave the connection open, and hello may be sent again.
     let hello = |req_id: u64, protocol: u32, client_id: &str| json!({"type": "hello", "reqId": req_id, "protocol": protocol, "clientId": client_id});
-    let f = ask(&mut c, hello(6, 2, "conformance")).await;
+    let f = ask(&mut c, hello(6, 0, "conformance")).await;
     assert_error(&f, "unsupported_protocol", Some(6));
     for (req_id, bad) in [
         (7, String::new()),
@@ -177,7 +178,7 @@ async fn frames_and_hello() {
     assert_eq!(w["maxFrameBytes"], 1024 * 1024);
     let conn_id = w["connId"].as_u64().expect("connId");
     // A second hello: protocol first, then "already said hello"; the first one stands.
-    let f = ask(&mut c, hello(13, 2, "other")).await;
+    let f = ask(&mut c, hello(13, 0, "other")).await;
     assert_error(&f, "unsupported_protocol", Some(13));
     let f = ask(&mut c, hello(14, 1, "other")).await;
     assert_error(&f, "failed_precondition", Some(14));
@@ -925,6 +926,119 @@ async fn manual_subscriber(addr: &str, client_id: &str) -> (RawClient, u64) {
 
 fn ack(push_id: u64) -> String {
     json!({"type": "push_ack", "pushId": push_id}).to_string()
+}
+
+/// SDK <-> SessionServer, Protocol 2: a hello offering a newer version is answered with 2; the pushes one change
+/// queues for a connection's subscriptions arrive as one `pushes` frame, and one `push_acks`
+/// frame acknowledges them all. A `push_acks` frame with too many ids is refused.
+#[tokio::test]
+async fn protocol_2_joins_pushes_and_takes_their_acks_at_once() {
+    const SUBS: usize = 16;
+    let cluster = cluster(|s| s.ack_timeout_ms = 30_000).await;
+    let addr = cluster.session_addrs()[0].clone();
+    let mut publisher = RawClient::hello(&addr, "batch-publisher").await.unwrap();
+    let mut c = RawClient::connect(&addr).await.unwrap();
+    c.auto_ack = false;
+    let w = ask(
+        &mut c,
+        json!({"type": "hello", "reqId": 1, "protocol": PROTOCOL_VERSION + 1,
+               "clientId": "batch-subscriber"}),
+    )
+    .await;
+    assert_eq!(
+        (&w["type"], &w["protocol"]),
+        (&json!("welcome"), &json!(2)),
+        "{w}"
+    );
+    let conn_id = w["connId"].as_u64().unwrap();
+    let regist_ids: Vec<String> = (0..SUBS).map(|i| format!("s{i}")).collect();
+
+    // Every push of `version`, one per subscription, from `push` or `pushes` frames; the
+    // shapes of the frames that carried them.
+    async fn pushes_of(c: &mut RawClient, version: u64) -> (Vec<Value>, Vec<String>) {
+        let (mut pushes, mut shapes) = (Vec::new(), Vec::new());
+        while pushes.len() < SUBS {
+            let f = c.next_frame(WAIT).await.expect("the pushes");
+            let got: Vec<Value> = match f["type"].as_str() {
+                Some("push") => vec![f.clone()],
+                Some("pushes") => f["pushes"].as_array().expect("an array").clone(),
+                _ => {
+                    assert_eq!(f["type"], "ack", "{f}");
+                    continue;
+                }
+            };
+            shapes.push(format!(
+                "{}x{}",
+                f["type"].as_str().unwrap_or(""),
+                got.len()
+            ));
+            pushes.extend(got.into_iter().filter(|p| p["version"] == json!(version)));
+        }
+        (pushes, shapes)
+    }
+    let ack_all = |pushes: &[Value]| {
+        let ids: Vec<u64> = pushes
+            .iter()
+            .map(|p| p["pushId"].as_u64().unwrap())
+            .collect();
+        ClientFrame::push_acks_json(&ids)
+    };
+    let all_acked = |version: u64| {
+        regist_ids.iter().all(|r| {
+            sub_state(&cluster, conn_id, "svc.batch", r) == Some((Some(version), None, None))
+        })
+    };
+
+    let p = publisher
+        .request(publish("p", "svc.batch", json!(["v1"]), 1))
+        .await
+        .unwrap();
+    assert_eq!(p["type"], "ack", "{p}");
+    let v1 = landed(&cluster, "svc.batch", &["v1"]).await;
+    // Sent without waiting: `request` would skip the pushes that follow each answer.
+    for (i, r) in regist_ids.iter().enumerate() {
+        let mut s = subscribe(r, "svc.batch", 0);
+        s["reqId"] = json!(10 + i);
+        c.send_text(s.to_string()).await.unwrap();
+    }
+    let (first, _) = pushes_of(&mut c, v1).await;
+    c.send_text(ack_all(&first)).await.unwrap();
+    eventually("every subscription acknowledged v1", WAIT, || async {
+        all_acked(v1).then_some(())
+    })
+    .await;
+
+    // One change, sixteen subscriptions on this connection: one frame.
+    let p = publisher
+        .request(publish("p", "svc.batch", json!(["v2"]), 2))
+        .await
+        .unwrap();
+    assert_eq!(p["type"], "ack", "{p}");
+    let v2 = landed(&cluster, "svc.batch", &["v2"]).await;
+    let (second, shapes) = pushes_of(&mut c, v2).await;
+    assert_eq!(shapes, vec![format!("pushesx{SUBS}")]);
+    let mut got: Vec<&str> = second
+        .iter()
+        .map(|p| p["registId"].as_str().unwrap())
+        .collect();
+    got.sort_unstable();
+    let mut want: Vec<&str> = regist_ids.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    assert!(
+        second.iter().all(|p| p["data"] == json!(["v2"])),
+        "{second:?}"
+    );
+    c.send_text(ack_all(&second)).await.unwrap();
+    eventually("every subscription acknowledged v2", WAIT, || async {
+        all_acked(v2).then_some(())
+    })
+    .await;
+
+    let too_many = ClientFrame::push_acks_json(&vec![1; MAX_PUSH_ACKS + 1]);
+    c.send_text(too_many).await.unwrap();
+    assert_error(&c.next_frame(WAIT).await.unwrap(), "malformed", None);
+    next_is_pong(&mut c, 2).await;
 }
 
 /// Pushes: at most one unacknowledged push per subscription, newer datums merged into the

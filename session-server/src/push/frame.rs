@@ -36,13 +36,14 @@ impl Prepared {
         self.datum.version
     }
 
-    fn frame(&self, push_id: u64, regist_id: &str) -> String {
-        // Appended piece by piece: the data is most of the frame and is copied once.
+    /// The fields of one push (`"pushId":…,"data":[…]`), appended to `out`: the data is
+    /// most of a push and is copied once.
+    fn write_fields(&self, out: &mut String, push_id: u64, regist_id: &str) {
         let regist = serde_json::to_string(regist_id).unwrap_or_default();
         let push_id = push_id.to_string();
         let version = self.datum.version.to_string();
-        let parts: [&str; 10] = [
-            r#"{"type":"push","pushId":"#,
+        let parts: [&str; 9] = [
+            r#""pushId":"#,
             &push_id,
             r#","registId":"#,
             &regist,
@@ -51,14 +52,19 @@ impl Prepared {
             r#","version":"#,
             &version,
             r#","data":"#,
-            &self.data_json,
         ];
-        let mut frame = String::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 1);
-        parts.iter().for_each(|p| frame.push_str(p));
-        frame.push('}');
-        frame
+        parts.iter().for_each(|p| out.push_str(p));
+        out.push_str(&self.data_json);
+    }
+
+    /// Bytes of one push's fields, give or take its ids' digits and escapes.
+    fn fields_len(&self, regist_id: &str) -> usize {
+        FIELDS_OVERHEAD + regist_id.len() + self.id_json.len() + self.data_json.len()
     }
 }
+
+/// Bytes of a push's field names, punctuation and numbers, at most.
+const FIELDS_OVERHEAD: usize = 100;
 
 /// A push waiting in a connection's outbox: what its frame is made of, not the frame.
 #[derive(Debug)]
@@ -70,9 +76,43 @@ pub struct QueuedPush {
 }
 
 impl QueuedPush {
-    /// The frame's text, built as it is written.
+    /// The `push` frame's text, built as it is written.
     pub fn text(&self) -> String {
-        self.prepared.frame(self.push_id, &self.regist_id)
+        let mut frame = String::with_capacity(self.approx_bytes() + 16);
+        frame.push_str(r#"{"type":"push","#);
+        self.prepared
+            .write_fields(&mut frame, self.push_id, &self.regist_id);
+        frame.push('}');
+        frame
+    }
+
+    /// About how many bytes this push adds to a frame.
+    pub fn approx_bytes(&self) -> usize {
+        self.prepared.fields_len(&self.regist_id)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_test(prepared: Arc<Prepared>, push_id: u64, regist_id: &str) -> Self {
+        Self {
+            prepared,
+            push_id,
+            regist_id: Arc::from(regist_id),
+        }
+    }
+
+    /// One `pushes` frame (protocol 2) carrying `pushes` in order.
+    pub fn join(pushes: &[QueuedPush]) -> String {
+        let len = pushes.iter().map(|p| p.approx_bytes() + 3).sum::<usize>();
+        let mut frame = String::with_capacity(len + 32);
+        frame.push_str(r#"{"type":"pushes","pushes":["#);
+        for (i, push) in pushes.iter().enumerate() {
+            frame.push_str(if i == 0 { "{" } else { ",{" });
+            push.prepared
+                .write_fields(&mut frame, push.push_id, &push.regist_id);
+            frame.push('}');
+        }
+        frame.push_str("]}");
+        frame
     }
 }
 
@@ -93,10 +133,21 @@ mod tests {
             regist_id: Arc::from("sub-\"1"),
         };
         let frame: serde_json::Value = serde_json::from_str(&queued.text()).unwrap();
+        let fields = serde_json::json!({"pushId": 7, "registId": "sub-\"1",
+                "dataInfoId": id.as_str(), "version": 42, "data": ["a:1", "b\"2"]});
+        let mut single = fields.clone();
+        single["type"] = "push".into();
+        assert_eq!(frame, single);
+        assert!(queued.text().len() <= queued.approx_bytes() + 16);
+
+        let second = QueuedPush::for_test(queued.prepared.clone(), 8, &queued.regist_id);
+        let batch: serde_json::Value =
+            serde_json::from_str(&QueuedPush::join(&[queued, second])).unwrap();
+        let mut later = fields.clone();
+        later["pushId"] = 8.into();
         assert_eq!(
-            frame,
-            serde_json::json!({"type": "push", "pushId": 7, "registId": "sub-\"1",
-                "dataInfoId": id.as_str(), "version": 42, "data": ["a:1", "b\"2"]})
+            batch,
+            serde_json::json!({"type": "pushes", "pushes": [fields, later]})
         );
     }
 }

@@ -337,7 +337,7 @@ impl Pusher {
         }
     }
 
-    /// A `push_ack` from a client.
+    /// A client's acknowledgement of one push (`push_ack`, or one id of `push_acks`).
     pub fn on_ack(&self, conn: &Conn, push_id: u64) {
         let Some((id, regist_id)) = conn.acks.lock().remove(&push_id) else {
             self.metrics.unknown_acks.inc();
