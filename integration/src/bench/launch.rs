@@ -448,6 +448,7 @@ impl ProcCluster {
             "registry_session_pull_pass_seconds_count",
             "registry_session_pushes_total",
             "registry_session_pushes_merged_total",
+            "registry_session_push_frames_total",
             "registry_session_closed_total",
             "registry_session_unknown_acks_total",
             "registry_session_empty_protection_total",
