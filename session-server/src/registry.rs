@@ -319,6 +319,18 @@ impl Registry {
             .collect()
     }
 
+    /// Keeps the publishers sorted into `slot_count` slots from now on (the cluster's count,
+    /// fixed for its life). Called once the session has joined and before it serves any
+    /// client, so that no registration waits behind a sort of every publisher held: left to
+    /// the first repair pass, at half a million publishers per session, that sort held the
+    /// publishers' lock, and with it every registration and republish, for about 0.7 s.
+    pub fn sort_into_slots(&self, slot_count: u32) {
+        // A view without a slot table says nothing about the count: the first pass sorts.
+        if slot_count > 0 {
+            self.publishers.lock().count_slots(slot_count);
+        }
+    }
+
     /// The tally of the publishers this session holds in each of `slot_count` slots.
     pub fn tallies(&self, slot_count: u32) -> Vec<Tally> {
         let mut held = self.publishers.lock();
@@ -492,6 +504,16 @@ mod tests {
         // A new slot count sorts everything again.
         held.count_slots(8);
         assert_eq!(held.slots.len(), 8);
+        check(&held);
+    }
+
+    #[test]
+    fn slots_sorted_before_any_publisher_follow_every_insert() {
+        let mut held = Held::default();
+        held.count_slots(16);
+        for c in 0..40 {
+            held.insert(publisher(c % 7, c, 1));
+        }
         check(&held);
     }
 }

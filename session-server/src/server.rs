@@ -179,6 +179,11 @@ impl SessionServer {
                     crate::conn::report_refused(&state, publisher, error);
                 }
             }));
+        // Before any client registers: from here on every registration keeps its slot's
+        // tally, and no repair pass has to sort every publisher at once.
+        state
+            .registry
+            .sort_into_slots(state.membership.view().slots.slot_count());
         tokio::spawn(crate::conn::close_revoked(state.clone()));
         tokio::spawn(follow_view(state.clone()));
         tokio::spawn(crate::admin::probe_data_tier(state.clone()));
