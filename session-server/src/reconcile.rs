@@ -42,7 +42,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use registry_common::error::ErrorCode;
 use registry_common::id::DataInfoId;
-use registry_common::member::ClusterView;
+use registry_common::member::{ClusterView, MemberId};
 use registry_common::model::PublisherKey;
 use registry_common::proto::data::{
     FetchRequest, PublisherDigest, SessionPublishersRequest, SessionPublishersResponse,
@@ -506,7 +506,7 @@ pub async fn pull_versions(
     spread: Option<Duration>,
 ) -> usize {
     let started = Instant::now();
-    let mut by_primary: HashMap<&str, Vec<DataInfoId>> = HashMap::new();
+    let mut by_primary: HashMap<&MemberId, Vec<DataInfoId>> = HashMap::new();
     let slot_count = view.slots.slot_count();
     let ids = state.pusher.subscribed_ids();
     let total = ids.len();
@@ -518,9 +518,8 @@ pub async fn pull_versions(
         if only.is_some_and(|slots| !slots.contains(&slot)) {
             continue;
         }
-        let primary = view.slots.get(slot).and_then(|a| a.primary.as_ref());
-        if let Some(addr) = primary.and_then(|p| view.addr_of(p)) {
-            by_primary.entry(addr).or_default().push(id);
+        if let Some(primary) = view.slots.get(slot).and_then(|a| a.primary.as_ref()) {
+            by_primary.entry(primary).or_default().push(id);
         }
     }
     let grouped = started.elapsed();
@@ -538,22 +537,32 @@ pub async fn pull_versions(
     // would wait behind). The pull of the slots that just moved makes good the changes a
     // failover lost: all of it at once.
     let in_flight = if only.is_some() { usize::MAX } else { 1 };
-    let per_server: Vec<(String, Vec<Vec<DataInfoId>>)> = by_primary
+    let per_server: Vec<(MemberId, String, Vec<Vec<DataInfoId>>)> = by_primary
         .into_iter()
-        .map(|(addr, ids)| {
+        .filter_map(|(primary, ids)| {
+            let addr = view.addr_of(primary)?.to_owned();
             let batches = ids.chunks(max).map(<[DataInfoId]>::to_vec).collect();
-            (addr.to_owned(), batches)
+            Some((primary.clone(), addr, batches))
         })
         .collect();
-    let pulls = per_server.into_iter().map(|(addr, batches)| {
+    let pulls = per_server.into_iter().map(|(primary, addr, batches)| {
         let addr = Arc::new(addr);
         let gap = spread.map(|s| s / batches.len().max(1) as u32);
         futures::stream::iter(batches.into_iter().enumerate())
             .map(move |(i, ids)| {
+                let primary = primary.clone();
                 let addr = addr.clone();
                 async move {
                     if let Some(gap) = gap.filter(|_| i > 0) {
                         tokio::time::sleep(gap).await;
+                        // A paced pull lasts for half the interval: a data server that
+                        // left meanwhile gets no more of it (its batches would only time
+                        // out). The failover's pull of the moved slots asks their new
+                        // primaries.
+                        if !state.membership.view().members.contains_key(&primary) {
+                            tracing::debug!(data = %addr, "version pull: server left, batch skipped");
+                            return 0;
+                        }
                     }
                     let req = FetchRequest {
                         epoch: view.epoch,
