@@ -89,7 +89,7 @@ async fn write(
         let applied = match op {
             WriteOp::Publish { publisher } => match publisher.validate() {
                 Err(e) => Err(DataError::Invalid(e.to_string())),
-                Ok(()) => s.store.publish(publisher, guard),
+                Ok(()) => s.store.publish(Arc::unwrap_or_clone(publisher), guard),
             },
             WriteOp::Unpublish {
                 data_info_id,

@@ -430,6 +430,7 @@ fn dispatch(
             let id = DataInfoId::new(&data_id, instance_id.as_deref(), group.as_deref())?;
             authorize(ctx, conn, Some(hello), &hello.app, Action::Publish(&id))?;
             conn.budget.admit()?;
+            let id = ctx.ids.intern(id);
             let ops = ctx.registry.register_publisher(
                 conn,
                 Registration {
@@ -461,6 +462,7 @@ fn dispatch(
             let id = DataInfoId::new(&data_id, instance_id.as_deref(), group.as_deref())?;
             authorize(ctx, conn, Some(hello), &hello.app, Action::Subscribe(&id))?;
             conn.budget.admit()?;
+            let id = ctx.ids.intern(id);
             let previous = {
                 let mut subscribers = conn.subscribers.lock();
                 if !subscribers.contains_key(&regist_id) {

@@ -373,8 +373,8 @@ fn settle(shared: &Shared, q: &Queued) {
 fn landed_of(op: WriteOp) -> Landed {
     match op {
         WriteOp::Publish { publisher } => Landed {
-            data_info_id: publisher.data_info_id,
-            key: publisher.key,
+            data_info_id: publisher.data_info_id.clone(),
+            key: publisher.key.clone(),
             conn_id: publisher.conn_id,
         },
         WriteOp::Unpublish {

@@ -280,9 +280,9 @@ pub fn resend(state: &SessionState, landed: Vec<crate::forward::Landed>) -> usiz
         .into_iter()
         .filter_map(
             |((data_info_id, key), conn_id)| match state.registry.publisher(&key) {
-                Some(p) if p.data_info_id == data_info_id => Some(WriteOp::Publish {
-                    publisher: (*p).clone(),
-                }),
+                Some(p) if p.data_info_id == data_info_id => {
+                    Some(WriteOp::Publish { publisher: p })
+                }
                 _ if state.reconciler.handing_over(&key, now) => None,
                 _ => Some(WriteOp::Unpublish {
                     data_info_id,
@@ -467,7 +467,7 @@ async fn compare_at(
         });
         if !same {
             ops.push(WriteOp::Publish {
-                publisher: (**p).clone(),
+                publisher: p.clone(),
             });
         }
     }

@@ -215,9 +215,7 @@ impl Registry {
         conn.publishers
             .lock()
             .insert(reg.regist_id.to_owned(), reg.data_info_id);
-        ops.push(WriteOp::Publish {
-            publisher: (*publisher).clone(),
-        });
+        ops.push(WriteOp::Publish { publisher });
         Ok(ops)
     }
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use registry_common::id::IdInterner;
 use registry_common::member::{Member, MemberId, Role};
 use registry_common::proto::client::ServerFrame;
 use registry_rpc::auth::Guard;
@@ -34,6 +35,8 @@ pub struct SessionState {
     pub registry: Registry,
     pub forwarder: Forwarder,
     pub pusher: Arc<Pusher>,
+    /// One shared copy of each dataInfoId held by publishers, subscriptions and the cache.
+    pub ids: Arc<IdInterner>,
     pub membership: Arc<Membership>,
     pub metrics: SessionMetrics,
     /// Slots waiting for repair.
@@ -132,6 +135,7 @@ impl SessionServer {
             config.forward_backlog,
             shutdown.clone(),
         );
+        let ids = Arc::new(IdInterner::default());
         let pusher = Pusher::new(
             PushConfig {
                 ack_timeout: config.ack_timeout(),
@@ -141,12 +145,14 @@ impl SessionServer {
                 max_merge_window: Duration::from_millis(config.max_merge_window_ms.max(1)),
                 empty_protection: Duration::from_millis(config.empty_protection_ms),
             },
+            ids.clone(),
             http.clone(),
             membership.clone(),
             metrics.clone(),
             shutdown.clone(),
         );
         let state = Arc::new(SessionState {
+            ids,
             registry: Registry::new(
                 id.clone(),
                 metrics.clone(),

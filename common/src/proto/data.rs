@@ -21,8 +21,9 @@ use crate::slot::SlotId;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum WriteOp {
-    /// Adds or replaces a publisher (if it supersedes the one held).
-    Publish { publisher: Publisher },
+    /// Adds or replaces a publisher (if it supersedes the one held). Shared with the
+    /// session's own table while the write waits in its queue, not copied.
+    Publish { publisher: Arc<Publisher> },
     /// Removes a publisher if it still belongs to that session connection.
     Unpublish {
         data_info_id: DataInfoId,

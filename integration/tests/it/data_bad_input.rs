@@ -74,7 +74,7 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
         version_floor: 0,
         epoch: view.epoch + 100,
         ops: vec![WriteOp::Publish {
-            publisher: publisher(&id),
+            publisher: publisher(&id).into(),
         }],
     };
     let resp: WriteResponse = http.post(&o_addr, "/data/v1/write", &req).await.unwrap();
@@ -119,7 +119,7 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
         epoch: view.epoch,
         ops: (0..101)
             .map(|_| WriteOp::Publish {
-                publisher: publisher(&id),
+                publisher: publisher(&id).into(),
             })
             .collect(),
     };
@@ -137,7 +137,9 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
             &WriteRequest {
                 version_floor: 0,
                 epoch: view.epoch,
-                ops: vec![WriteOp::Publish { publisher: big }],
+                ops: vec![WriteOp::Publish {
+                    publisher: big.into(),
+                }],
             },
         )
         .await

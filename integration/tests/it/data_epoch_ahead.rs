@@ -37,7 +37,8 @@ async fn the_primary_refuses_a_caller_on_a_newer_epoch() {
                 registered_at_ms: 1,
                 zone: String::new(),
                 app: String::new(),
-            },
+            }
+            .into(),
         }],
     };
     let resp: WriteResponse = http

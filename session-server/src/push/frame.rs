@@ -22,7 +22,10 @@ pub struct Prepared {
 impl Prepared {
     pub fn new(mut datum: PushDatum) -> Self {
         let id_json = serde_json::to_string(datum.data_info_id.as_str()).unwrap_or_default();
-        let data_json = serde_json::to_string(&datum.data).unwrap_or_else(|_| "[]".into());
+        let mut data_json = serde_json::to_string(&datum.data).unwrap_or_else(|_| "[]".into());
+        // The serialiser grows its buffer by doubling; the cache keeps every datum's text for
+        // as long as it is current (at 100,000 datums of 1.4 KiB, 50 MiB of spare capacity).
+        data_json.shrink_to_fit();
         // Only the serialised form is pushed; the strings themselves need not stay cached.
         datum.data = Vec::new();
         Self {

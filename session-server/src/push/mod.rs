@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 use parking_lot::Mutex;
-use registry_common::id::DataInfoId;
+use registry_common::id::{DataInfoId, IdInterner};
 use registry_common::model::PushDatum;
 use registry_common::proto::data::Change;
 use registry_rpc::membership::Membership;
@@ -75,6 +75,9 @@ pub struct Pusher {
     subs: SubTable,
     /// When each unacknowledged push is to be looked at again.
     deadlines: Deadlines,
+    /// Shared copies of dataInfoIds: a datum from the data tier is keyed by the copy its
+    /// subscriptions hold.
+    ids: Arc<IdInterner>,
     /// Latest datum of every dataInfoId with local subscribers.
     cache: Cache<DataInfoId, Arc<Prepared>>,
     /// dataInfoId -> highest version announced while its fetch is in flight.
@@ -94,6 +97,7 @@ pub struct Pusher {
 impl Pusher {
     pub fn new(
         config: PushConfig,
+        ids: Arc<IdInterner>,
         http: HttpClient,
         membership: Arc<Membership>,
         metrics: SessionMetrics,
@@ -103,6 +107,7 @@ impl Pusher {
         let pusher = Arc::new(Self {
             config,
             enabled: AtomicBool::new(true),
+            ids,
             subs: SubTable::new(),
             deadlines: Deadlines::default(),
             cache,
@@ -263,7 +268,8 @@ impl Pusher {
     }
 
     /// A datum learnt from a data server (notification, fetch or reconciliation).
-    pub fn accept(self: &Arc<Self>, datum: PushDatum) {
+    pub fn accept(self: &Arc<Self>, mut datum: PushDatum) {
+        datum.data_info_id = self.ids.intern(datum.data_info_id);
         let id = datum.data_info_id.clone();
         let version = datum.version;
         crate::floor::observe(version);
