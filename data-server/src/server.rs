@@ -463,9 +463,9 @@ fn clean_sessions(state: &DataState, sessions: &[MemberId]) {
     state.on_changed(&changed);
 }
 
-/// Periodic work: drop slots whose retention ran out, and sweep out publishers of sessions
-/// that have not been members for longer than the grace (covers slots that moved here after
-/// the session left).
+/// Periodic work: drop slots whose retention ran out, free the operation logs of datums that
+/// stopped changing, and sweep out publishers of sessions that have not been members for
+/// longer than the grace (covers slots that moved here after the session left).
 async fn housekeeping(state: Arc<DataState>, shutdown: CancellationToken) {
     let grace = Duration::from_millis(state.config.session_cleanup_grace_ms);
     let every = grace.clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -485,6 +485,17 @@ async fn housekeeping(state: Arc<DataState>, shutdown: CancellationToken) {
             tracing::debug!(slot, "dropped a slot that moved away");
         }
         crate::store::free_elsewhere(dropped);
+        let mut trimmed = 0;
+        for slot in 0..state.store.slot_count() {
+            trimmed += state.store.trim_logs(slot, now);
+            tokio::task::yield_now().await;
+        }
+        if trimmed > 0 {
+            tracing::debug!(
+                trimmed,
+                "freed the operation logs of datums that stopped changing"
+            );
+        }
         let view = state.membership.view();
         let referenced = state.store.sessions_in(|slot| {
             view.slots

@@ -97,8 +97,29 @@ impl DatumState {
             .is_some_and(|at| at.elapsed() < SERVER_REMOVAL_WINDOW)
     }
 
-    fn append(&mut self, version: u64, op: ReplicatedOp, limits: LogLimits) {
+    /// Logs an op of datum `id`; a log that was empty is queued in its shard's `logged`
+    /// for [`Store::trim_logs`].
+    fn append(
+        &mut self,
+        (id, logged): (&DataInfoId, &mut VecDeque<(Instant, DataInfoId)>),
+        version: u64,
+        op: ReplicatedOp,
+        limits: LogLimits,
+    ) {
         let now = Instant::now();
+        if self.log.is_empty() {
+            logged.push_back((now, id.clone()));
+        }
+        // Room is made before the op goes in, so the ring never grows past `max_ops` (a
+        // push into a full ring doubles its allocation).
+        while self.log.len() >= limits.max_ops
+            || self
+                .log
+                .front()
+                .is_some_and(|e| now.duration_since(e.at) > limits.max_age)
+        {
+            self.log.pop_front();
+        }
         self.log.push_back(OpEntry {
             record: OpRecord {
                 version,
@@ -108,14 +129,6 @@ impl DatumState {
             at: now,
         });
         self.version = version;
-        while self.log.len() > limits.max_ops
-            || self
-                .log
-                .front()
-                .is_some_and(|e| now.duration_since(e.at) > limits.max_age)
-        {
-            self.log.pop_front();
-        }
     }
 
     fn apply(&mut self, op: &ReplicatedOp, owners: &mut Owners) {
@@ -207,6 +220,9 @@ pub struct Shard {
     datums: HashMap<DataInfoId, DatumState>,
     /// Publishers per owning session across `datums`.
     owners: Owners,
+    /// Datums whose log is not empty, oldest first, with the time of the op they were
+    /// queued for: what [`Store::trim_logs`] looks at.
+    logged: VecDeque<(Instant, DataInfoId)>,
 }
 
 impl Shard {
@@ -274,8 +290,12 @@ impl Store {
         guard()?;
         let id = shard.own_id(&publisher.data_info_id);
         share_strings(&id, &shard.owners, &mut publisher);
-        let Shard { datums, owners } = &mut *shard;
-        let state = datums.entry(id).or_default();
+        let Shard {
+            datums,
+            owners,
+            logged,
+        } = &mut *shard;
+        let state = datums.entry(id.clone()).or_default();
         if let Some(old) = state.publishers.get(&publisher.key) {
             if !publisher.supersedes(old) {
                 return Ok(Applied {
@@ -287,7 +307,12 @@ impl Store {
         let version = self.clock.next_after(state.version);
         let publisher = Arc::new(publisher);
         state.put(publisher.clone(), owners);
-        state.append(version, ReplicatedOp::Put { publisher }, self.limits);
+        state.append(
+            (&id, logged),
+            version,
+            ReplicatedOp::Put { publisher },
+            self.limits,
+        );
         Ok(Applied {
             version,
             changed: true,
@@ -306,7 +331,11 @@ impl Store {
     ) -> Result<Applied, E> {
         let mut shard = self.shard(id).lock();
         guard()?;
-        let Shard { datums, owners } = &mut *shard;
+        let Shard {
+            datums,
+            owners,
+            logged,
+        } = &mut *shard;
         let Some(state) = datums.get_mut(id) else {
             return Ok(Applied {
                 version: 0,
@@ -326,6 +355,7 @@ impl Store {
         state.take(key, owners);
         let version = self.clock.next_after(state.version);
         state.append(
+            (id, logged),
             version,
             ReplicatedOp::Remove { key: key.clone() },
             self.limits,
@@ -349,7 +379,11 @@ impl Store {
             if !shard.owners.owns(session) || !in_slot(slot as SlotId) {
                 continue;
             }
-            let Shard { datums, owners } = &mut *shard;
+            let Shard {
+                datums,
+                owners,
+                logged,
+            } = &mut *shard;
             for (id, state) in datums.iter_mut() {
                 let keys: Vec<PublisherKey> = state
                     .publishers
@@ -363,7 +397,12 @@ impl Store {
                 for key in keys {
                     state.take(&key, owners);
                     let version = self.clock.next_after(state.version);
-                    state.append(version, ReplicatedOp::Remove { key }, self.limits);
+                    state.append(
+                        (id, logged),
+                        version,
+                        ReplicatedOp::Remove { key },
+                        self.limits,
+                    );
                 }
                 state.removed_at = Some(Instant::now());
                 changed.push((id.clone(), state.version));
@@ -454,7 +493,11 @@ impl Store {
         let mut shard = self.shard(id).lock();
         guard()?;
         let id = shard.own_id(id);
-        let Shard { datums, owners } = &mut *shard;
+        let Shard {
+            datums,
+            owners,
+            logged,
+        } = &mut *shard;
         let state = datums.entry(id.clone()).or_default();
         for mut record in ops {
             if record.version <= state.version {
@@ -473,7 +516,7 @@ impl Store {
             }
             state.apply(&record.op, owners);
             self.clock.observe(record.version);
-            state.append(record.version, record.op, self.limits);
+            state.append((&id, logged), record.version, record.op, self.limits);
         }
         Ok(Replayed {
             version: state.version,
@@ -491,7 +534,7 @@ impl Store {
         let mut shard = self.shard(&datum.data_info_id).lock();
         guard()?;
         let id = shard.own_id(&datum.data_info_id);
-        let Shard { datums, owners } = &mut *shard;
+        let Shard { datums, owners, .. } = &mut *shard;
         let state = datums.entry(id.clone()).or_default();
         if datum.version <= state.version && !(datum.version == 0 && state.publishers.is_empty()) {
             return Ok(state.version);
@@ -527,6 +570,48 @@ impl Store {
     /// Forgets every datum of a slot, and hands them back: freeing a slot of a million-
     /// publisher cluster takes milliseconds, and dropping many at once on the runtime would
     /// hold every request behind it (see [`free_elsewhere`]).
+    /// Frees the logs of the slot's datums that have not changed for the logs' `max_age`:
+    /// those ops are past replaying (a replica that far behind gets a full copy), and
+    /// `append` would drop them only at the datum's next change, which may never come.
+    /// Looks only at the datums queued when their log last went from empty to not, so the
+    /// work follows the changes, not the number of datums; one slot at a time, so that a
+    /// caller can let other work run between slots (at a million publishers the logs of
+    /// the register phase all come due together: about 50 ms of freeing in one go).
+    /// Returns how many logs were freed.
+    pub fn trim_logs(&self, slot: SlotId, now: Instant) -> usize {
+        let Some(shard) = self.slots.get(slot as usize) else {
+            return 0;
+        };
+        let max_age = self.limits.max_age;
+        let mut freed = 0;
+        let mut shard = shard.lock();
+        let Shard { datums, logged, .. } = &mut *shard;
+        while logged
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > max_age)
+        {
+            let Some((_, id)) = logged.pop_front() else {
+                break;
+            };
+            let Some(state) = datums.get_mut(&id) else {
+                continue;
+            };
+            match state.log.back() {
+                // Changed since it was queued: look again when its newest op is old.
+                Some(last) if now.duration_since(last.at) <= max_age => {
+                    logged.push_back((last.at, id));
+                }
+                Some(_) => {
+                    state.log = VecDeque::new();
+                    freed += 1;
+                }
+                // Emptied by a full copy (and queued again by its next op).
+                None => {}
+            }
+        }
+        freed
+    }
+
     pub fn drop_slot(&self, slot: SlotId) -> Shard {
         match self.slots.get(slot as usize) {
             Some(shard) => std::mem::take(&mut *shard.lock()),
@@ -770,6 +855,71 @@ mod tests {
         // New versions issued after installing are above it.
         let a = replica.publish(publisher(&id, "b", 1), ok).unwrap();
         assert!(a.version > full.version);
+    }
+
+    /// The log of a datum stays within `max_ops` entries of allocation while it changes,
+    /// and is freed once the datum has been quiet for `max_age`; a replica that far behind
+    /// is then sent the full datum, and new ops start a log again.
+    #[test]
+    fn logs_stay_in_their_ring_and_are_freed_when_the_datum_stops_changing() {
+        let quiet = DataInfoId::new("svc.quiet", None, None).unwrap();
+        let busy = DataInfoId::new("svc.busy", None, None).unwrap();
+        let max_age = Duration::from_secs(10);
+        let store = Store::new(
+            8,
+            LogLimits {
+                max_ops: 4,
+                max_age,
+            },
+        );
+        let trim = |now| {
+            (0..store.slot_count())
+                .map(|slot| store.trim_logs(slot, now))
+                .sum::<usize>()
+        };
+        for n in 1..=20 {
+            store.publish(publisher(&quiet, "a", n), ok).unwrap();
+        }
+        let log_of = |id: &DataInfoId| {
+            let shard = store.shard(id).lock();
+            let log = &shard.datums[id].log;
+            (log.capacity(), log.back().map(|e| e.at))
+        };
+        assert!(log_of(&quiet).0 <= 4, "ring grew to {}", log_of(&quiet).0);
+        let quiet_version = store.version(&quiet);
+
+        // `busy` is queued at its first op and changes again a little later.
+        store.publish(publisher(&busy, "b", 1), ok).unwrap();
+        let queued = log_of(&busy).1.unwrap();
+        while Instant::now() < queued + Duration::from_millis(2) {
+            std::hint::spin_loop();
+        }
+        store.publish(publisher(&busy, "b", 2), ok).unwrap();
+        let last = log_of(&busy).1.unwrap();
+        assert_eq!(trim(Instant::now()), 0, "nothing is old yet");
+
+        // Past `max_age` after `busy` was queued but not after its last op: only `quiet`
+        // is freed; `busy` is looked at again later.
+        let between = queued + max_age + (last - queued) / 2;
+        assert_eq!(trim(between), 1);
+        assert_eq!(log_of(&quiet).0, 0);
+        assert_eq!(
+            store.ops_since(&quiet, quiet_version - 1),
+            None,
+            "full copy instead"
+        );
+        assert_eq!(store.ops_since(&quiet, quiet_version), Some(Vec::new()));
+        assert_eq!(store.ops_since(&busy, 0).map(|ops| ops.len()), Some(2));
+        assert_eq!(trim(last + max_age + Duration::from_millis(1)), 1);
+        assert_eq!(store.ops_since(&busy, 0), None);
+
+        // A new op on the quiet datum logs (and queues) it again.
+        store.publish(publisher(&quiet, "a", 21), ok).unwrap();
+        assert_eq!(
+            store.ops_since(&quiet, quiet_version).map(|ops| ops.len()),
+            Some(1)
+        );
+        assert_eq!(trim(Instant::now() + max_age * 2), 1);
     }
 
     /// Publishers decoded from separate requests hold one copy of their dataInfoId and of
