@@ -357,25 +357,65 @@ pub fn serve(
     })
 }
 
+/// Most bytes hyper reads from one HTTP connection at a time. Its default (about 400 KiB)
+/// is reached by every connection that carries a burst of large bodies (the register phase's
+/// write and replication batches), and each keeps its buffer at that size; here bodies are
+/// read in 32 KiB steps. Headers must fit in it too.
+const HTTP_READ_BUFFER_BYTES: usize = 32 * 1024;
+
 async fn run<L>(
-    listener: L,
+    mut listener: L,
     router: Router,
     shutdown: CancellationToken,
     drain: Duration,
 ) -> io::Result<()>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
-    for<'a> SocketAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    let graceful = std::future::IntoFuture::into_future(
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()),
-    );
-    tokio::pin!(graceful);
-    tokio::select! {
-        res = &mut graceful => res,
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => Ok(()),
+    // Turns every route into its final service once, as `axum::serve` does: a router used
+    // as it is builds each route's layers again for every request, which gives every
+    // request its own concurrency limit.
+    let router: Router = router.with_state(());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_buf_size(HTTP_READ_BUFFER_BYTES);
+    // Every connection task holds a receiver; the sender learns when the last one is gone.
+    let (open_tx, open_rx) = tokio::sync::watch::channel(());
+    loop {
+        let (io, remote) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(remote));
+            tower::ServiceExt::oneshot(router.clone(), req.map(axum::body::Body::new))
+        });
+        let conn = http
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+            .with_upgrades();
+        let shutdown = shutdown.clone();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = shutdown.cancelled() => {
+                    // Finish the request in progress, then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::trace!(%remote, "connection ended: {e}");
+            }
+            drop(open);
+        });
     }
+    // Stop accepting; let open requests finish for at most `drain`.
+    drop(open_rx);
+    let _ = tokio::time::timeout(drain, open_tx.closed()).await;
+    Ok(())
 }
 
 /// Why a server could not start.
