@@ -225,14 +225,32 @@ pub struct Shard {
     logged: VecDeque<(Instant, DataInfoId)>,
 }
 
+/// A datum opened under its shard's lock (see [`Shard::open`]).
+struct Opened<'a> {
+    /// The shard's own copy of the id, which every publisher taken in points at.
+    id: DataInfoId,
+    state: &'a mut DatumState,
+    owners: &'a mut Owners,
+    logged: &'a mut VecDeque<(Instant, DataInfoId)>,
+}
+
 impl Shard {
-    /// The shard's own copy of `id`; its datum is made (empty) if absent.
-    fn own_id(&mut self, id: &DataInfoId) -> DataInfoId {
-        if let Some((key, _)) = self.datums.get_key_value(id) {
-            return key.clone();
+    /// Opens the datum `id` for a change (made empty if absent), with the shard's own copy
+    /// of its id and the shard's tallies and log queue the change updates.
+    fn open(&mut self, id: &DataInfoId) -> Opened<'_> {
+        let Shard {
+            datums,
+            owners,
+            logged,
+        } = self;
+        let entry = datums.entry(id.clone());
+        let id = entry.key().clone();
+        Opened {
+            id,
+            state: entry.or_default(),
+            owners,
+            logged,
         }
-        self.datums.insert(id.clone(), DatumState::default());
-        id.clone()
     }
 }
 
@@ -288,14 +306,13 @@ impl Store {
     ) -> Result<Applied, E> {
         let mut shard = self.shard(&publisher.data_info_id).lock();
         guard()?;
-        let id = shard.own_id(&publisher.data_info_id);
-        share_strings(&id, &shard.owners, &mut publisher);
-        let Shard {
-            datums,
+        let Opened {
+            id,
+            state,
             owners,
             logged,
-        } = &mut *shard;
-        let state = datums.entry(id.clone()).or_default();
+        } = shard.open(&publisher.data_info_id);
+        share_strings(&id, owners, &mut publisher);
         if let Some(old) = state.publishers.get(&publisher.key) {
             if !publisher.supersedes(old) {
                 return Ok(Applied {
@@ -492,13 +509,12 @@ impl Store {
     ) -> Result<Replayed, E> {
         let mut shard = self.shard(id).lock();
         guard()?;
-        let id = shard.own_id(id);
-        let Shard {
-            datums,
+        let Opened {
+            id,
+            state,
             owners,
             logged,
-        } = &mut *shard;
-        let state = datums.entry(id.clone()).or_default();
+        } = shard.open(id);
         for mut record in ops {
             if record.version <= state.version {
                 continue;
@@ -533,9 +549,9 @@ impl Store {
     ) -> Result<u64, E> {
         let mut shard = self.shard(&datum.data_info_id).lock();
         guard()?;
-        let id = shard.own_id(&datum.data_info_id);
-        let Shard { datums, owners, .. } = &mut *shard;
-        let state = datums.entry(id.clone()).or_default();
+        let Opened {
+            id, state, owners, ..
+        } = shard.open(&datum.data_info_id);
         if datum.version <= state.version && !(datum.version == 0 && state.publishers.is_empty()) {
             return Ok(state.version);
         }
