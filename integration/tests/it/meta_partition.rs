@@ -57,6 +57,28 @@ async fn minority_cannot_commit_majority_elects_and_heal_converges() {
     })
     .await;
     assert!(reg.view.members.contains_key(&MemberId("majority".into())));
+    // The member just registered stays alive as a real one would: it renews every interval at
+    // every node (only the serving leader accepts), so its 2 s lease cannot run out however
+    // long the rest of the test takes on a loaded machine.
+    let keep_alive = {
+        let http = cluster.http.clone();
+        let addrs: Vec<String> = (0..3).map(|i| cluster.nodes[i].direct()).collect();
+        let every = std::time::Duration::from_millis(cluster.config.renew_interval_ms);
+        let renew = MemberRequest {
+            id: MemberId("majority".into()),
+        };
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                for addr in &addrs {
+                    let _ = http
+                        .post::<_, RenewResponse>(addr, "/meta/v1/renew", &renew)
+                        .await;
+                }
+            }
+        })
+    };
 
     // --- the minority committed nothing and no longer serves: its write is pending or
     // failed, renewals there are refused without a redirect back to itself.
@@ -130,6 +152,7 @@ async fn minority_cannot_commit_majority_elects_and_heal_converges() {
         Some(d_at),
         "the data server was never removed"
     );
+    keep_alive.abort();
     // The minority's write never succeeds (it fails once the old leader learns of the newer
     // term, or times out).
     if !minority_write.is_finished() {
