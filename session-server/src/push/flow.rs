@@ -7,7 +7,9 @@
 //! datum waits at most the maximum merge window behind the unacknowledged push.
 //!
 //! The table is sharded by dataInfoId, so that pushes, acks and subscriptions of different
-//! services never wait on one lock, and nothing walks every subscription on a hot path.
+//! services never wait on one lock, and nothing walks every subscription on a hot path. The
+//! subscriptions of one dataInfoId ([`Subs`]) are a vector sized to fit while they are few,
+//! a hash map once they are many.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -64,7 +66,93 @@ impl Sub {
 pub(super) type SubKey = (ConnId, Arc<str>);
 
 /// The subscriptions of the dataInfoIds of one shard.
-pub(super) type SubMap = HashMap<DataInfoId, HashMap<SubKey, Sub>>;
+pub(super) type SubMap = HashMap<DataInfoId, Subs>;
+
+/// Up to this many subscriptions of one dataInfoId are kept in a vector.
+const FEW: usize = 8;
+
+/// The subscriptions of one dataInfoId on this session.
+///
+/// Most services have a few subscribers on a session (one or two at SOFARegistry's scale), and
+/// a hash map is a poor home for so few: a map of one subscription allocates room for four,
+/// plus its control bytes, about 450 bytes; a vector sized to fit holds it in 96. A linear
+/// search of up to [`FEW`] keys is as quick as hashing one. Past that the subscriptions move
+/// to a hash map, so that an ack among thousands of subscribers of one service stays a single
+/// lookup; they stay there until the last one leaves.
+pub(super) enum Subs {
+    Few(Vec<(SubKey, Sub)>),
+    Many(HashMap<SubKey, Sub>),
+}
+
+impl Default for Subs {
+    fn default() -> Self {
+        Self::Few(Vec::new())
+    }
+}
+
+impl Subs {
+    /// Adds or replaces the subscription under `key`; the one replaced, if any.
+    pub fn insert(&mut self, key: SubKey, sub: Sub) -> Option<Sub> {
+        let few = match self {
+            Self::Many(map) => return map.insert(key, sub),
+            Self::Few(few) => few,
+        };
+        if let Some((_, held)) = few.iter_mut().find(|(k, _)| *k == key) {
+            return Some(std::mem::replace(held, sub));
+        }
+        if few.len() < FEW {
+            // One more slot, not the vector's usual doubling: most never grow again.
+            few.reserve_exact(1);
+            few.push((key, sub));
+        } else {
+            let mut map: HashMap<SubKey, Sub> = few.drain(..).collect();
+            map.insert(key, sub);
+            *self = Self::Many(map);
+        }
+        None
+    }
+
+    pub fn get_mut(&mut self, key: &SubKey) -> Option<&mut Sub> {
+        match self {
+            Self::Few(few) => few.iter_mut().find(|(k, _)| k == key).map(|(_, s)| s),
+            Self::Many(map) => map.get_mut(key),
+        }
+    }
+
+    /// Removes the subscription under `key`; the one removed, if any.
+    pub fn remove(&mut self, key: &SubKey) -> Option<Sub> {
+        match self {
+            Self::Few(few) => {
+                let at = few.iter().position(|(k, _)| k == key)?;
+                Some(few.swap_remove(at).1)
+            }
+            Self::Many(map) => map.remove(key),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Self::Few(few) => few.is_empty(),
+            Self::Many(map) => map.is_empty(),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&SubKey, &Sub)> {
+        let (few, many) = match self {
+            Self::Few(few) => (Some(few.iter().map(|(k, s)| (k, s))), None),
+            Self::Many(map) => (None, Some(map.iter())),
+        };
+        few.into_iter().flatten().chain(many.into_iter().flatten())
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&SubKey, &mut Sub)> {
+        let (few, many) = match self {
+            Self::Few(few) => (Some(few.iter_mut().map(|(k, s)| (&*k, s))), None),
+            Self::Many(map) => (None, Some(map.iter_mut())),
+        };
+        few.into_iter().flatten().chain(many.into_iter().flatten())
+    }
+}
 
 /// Shards of the subscription table: enough that two busy services rarely share one on a
 /// session with a few cores.
@@ -172,5 +260,79 @@ impl Pusher {
                 regist_id: regist_id.clone(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SessionConfig;
+    use crate::limits::ConnLimits;
+    use crate::metrics::SessionMetrics;
+    use crate::registry::Registry;
+    use registry_common::member::MemberId;
+
+    /// The keys held, sorted.
+    fn keys(subs: &Subs) -> Vec<SubKey> {
+        let mut keys: Vec<SubKey> = subs.iter().map(|(k, _)| k.clone()).collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn a_few_subscriptions_stay_in_a_vector_and_many_move_to_a_map() {
+        let config = SessionConfig::default();
+        let registry = Registry::new(
+            MemberId("session".into()),
+            SessionMetrics::new(),
+            16,
+            ConnLimits::from_config(&config),
+        );
+        let (conn, _rx) = registry.open("127.0.0.1:1".parse().expect("an address"));
+        let key = |i: usize| -> SubKey { (conn.id, Arc::from(format!("sub-{i}"))) };
+        let mut subs = Subs::default();
+        assert!(subs.is_empty());
+
+        for i in 0..FEW {
+            assert!(subs.insert(key(i), Sub::new(conn.clone(), 0)).is_none());
+        }
+        let Subs::Few(few) = &subs else {
+            panic!("{FEW} subscriptions are few");
+        };
+        assert_eq!(few.capacity(), FEW, "the vector grows one slot at a time");
+        // Replacing one keeps it where it is and hands back the old one.
+        let old = subs.insert(key(3), Sub::new(conn.clone(), 7));
+        assert_eq!(old.map(|s| s.acked), Some(None));
+        assert_eq!(subs.get_mut(&key(3)).map(|s| s.acked), Some(Some(7)));
+        assert!(matches!(subs, Subs::Few(_)));
+
+        // One more moves them all to a map, each found as before.
+        assert!(subs.insert(key(FEW), Sub::new(conn.clone(), 0)).is_none());
+        assert!(matches!(subs, Subs::Many(_)));
+        let all: Vec<SubKey> = {
+            let mut all: Vec<SubKey> = (0..=FEW).map(key).collect();
+            all.sort();
+            all
+        };
+        assert_eq!(keys(&subs), all);
+        assert_eq!(subs.get_mut(&key(3)).map(|s| s.acked), Some(Some(7)));
+        for (_, sub) in subs.iter_mut() {
+            sub.acked = Some(9);
+        }
+        assert!(subs.iter().all(|(_, s)| s.acked == Some(9)));
+
+        // Removal from either form; a key never held removes nothing.
+        assert!(subs.remove(&key(FEW + 1)).is_none());
+        for i in 0..=FEW {
+            assert!(subs.remove(&key(i)).is_some(), "sub-{i}");
+        }
+        assert!(subs.is_empty());
+        let mut few = Subs::default();
+        few.insert(key(1), Sub::new(conn.clone(), 0));
+        few.insert(key(2), Sub::new(conn.clone(), 0));
+        assert!(few.remove(&key(1)).is_some());
+        assert!(few.remove(&key(1)).is_none());
+        assert_eq!(keys(&few), vec![key(2)]);
+        assert!(few.get_mut(&key(1)).is_none());
     }
 }
