@@ -1,11 +1,13 @@
 //! Resident memory of the server processes a runner started: one reading from `/proc`
-//! ([`rss_kib`]), which process each server runs as now ([`Pids`]), and a sampler
+//! ([`rss_kib`], [`pss_kib`]), which process each server runs as now ([`Pids`]), a sampler
 //! ([`Sampler`]) that reads every server's resident memory at a fixed period for a whole run
 //! and summarises it per server and in total: at the end of a warm-up, at the end, the least
-//! and most after the warm-up, and the growth after the warm-up (least-squares slope).
-//! `registry-bench` and `registry-chaos` both use it for soak runs (`--rss-every`).
+//! and most after the warm-up, and the growth after the warm-up (least-squares slope), and
+//! the peak of the servers' memory with shared pages counted once ([`PssPeak`]).
+//! `registry-bench` and `registry-chaos` both use the sampler for soak runs (`--rss-every`).
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,110 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
             .and_then(|v| v.parse().ok())
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Proportional set size of a process in KiB, from `/proc/<pid>/smaps_rollup`: its private
+/// pages plus an equal share of each page it shares with other processes. The text of a
+/// binary that three servers run is resident once but in each one's RSS; in their PSS it
+/// counts a third in each, so a sum over processes counts every page once.
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The highest readings a [`PssPeak`] has seen.
+#[derive(Clone, Debug, Default)]
+pub struct PssPeaks {
+    /// The highest sum over the servers running at one reading, KiB.
+    pub total_kib: u64,
+    /// Each server's highest reading, KiB, by name.
+    pub by_server: Vec<(String, u64)>,
+}
+
+impl PssPeaks {
+    /// Adds one reading of every running server.
+    fn take(&mut self, pids: &Pids) {
+        let mut total = 0;
+        for (name, pid) in pids.snapshot() {
+            let Some(kib) = pid.and_then(pss_kib) else {
+                continue;
+            };
+            total += kib;
+            match self.by_server.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, peak)) => *peak = (*peak).max(kib),
+                None => self.by_server.push((name, kib)),
+            }
+        }
+        self.total_kib = self.total_kib.max(total);
+    }
+
+    /// Server `name`'s highest reading, KiB.
+    pub fn of(&self, name: &str) -> Option<u64> {
+        self.by_server
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, kib)| *kib)
+    }
+}
+
+/// The servers' peak memory with shared pages counted once: every server's PSS read at a
+/// period, summed at each reading, the highest sum kept. The kernel keeps a peak of each
+/// process's RSS (`VmHWM`) but none of PSS, so a peak between two readings is missed: the
+/// period is short while memory moves fast (registration) and can be made longer after
+/// ([`PssPeak::set_period`]), when reading every process's page tables costs more than it
+/// shows.
+#[derive(Debug)]
+pub struct PssPeak {
+    pids: Pids,
+    peaks: Arc<Mutex<PssPeaks>>,
+    /// Milliseconds between readings; the sampling task reads it before each wait.
+    period_ms: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PssPeak {
+    /// Starts reading now and every `every` after, on a task of the current Tokio runtime.
+    pub fn start(pids: Pids, every: Duration) -> Self {
+        let peaks = Arc::new(Mutex::new(PssPeaks::default()));
+        let period_ms = Arc::new(AtomicU64::new(0));
+        let this = Self {
+            pids: pids.clone(),
+            peaks: peaks.clone(),
+            period_ms: period_ms.clone(),
+            task: tokio::spawn(async move {
+                loop {
+                    peaks.lock().take(&pids);
+                    let ms = period_ms.load(Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+            }),
+        };
+        this.set_period(every);
+        this
+    }
+
+    /// Reads every `every` (at least 10 ms) from the next reading on.
+    pub fn set_period(&self, every: Duration) {
+        let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(10);
+        self.period_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Takes one more reading and returns the peaks so far.
+    pub fn peaks(&self) -> PssPeaks {
+        let mut peaks = self.peaks.lock();
+        peaks.take(&self.pids);
+        peaks.clone()
+    }
+}
+
+impl Drop for PssPeak {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Which process each server runs as now, by server name, in the order the servers were
@@ -325,6 +431,30 @@ mod tests {
         let one = Summary::of(&series[..1], 0.0);
         assert_eq!(one.growth_mib_per_hour, None);
         assert_eq!(Summary::of(&[], 0.0).end_kib, None);
+    }
+
+    #[test]
+    fn pss_counts_a_shared_page_in_part_and_peaks_keep_the_highest_sum() {
+        let me = std::process::id();
+        let (rss, _) = rss_kib(me).expect("own status");
+        let pss = pss_kib(me).expect("own smaps_rollup");
+        // A share of a page is at most the page: PSS is positive and at most RSS.
+        assert!(pss > 0 && pss <= rss, "pss {pss} rss {rss}");
+        let pids = Pids::new();
+        pids.set("self", Some(me));
+        pids.set("gone", None);
+        let mut peaks = PssPeaks::default();
+        peaks.take(&pids);
+        let first = peaks.total_kib;
+        assert!(first > 0);
+        assert_eq!(peaks.of("self"), Some(first));
+        assert_eq!(peaks.of("gone"), None);
+        pids.set("self", None);
+        peaks.take(&pids);
+        assert_eq!(
+            peaks.total_kib, first,
+            "a reading with nothing running keeps the peak"
+        );
     }
 
     #[test]

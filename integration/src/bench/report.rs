@@ -105,12 +105,21 @@ pub struct ProcMemory {
     pub name: String,
     pub role: String,
     pub peak_rss_kib: u64,
+    /// Highest proportional set size read (every 50 ms through registration, every second
+    /// after): shared pages count in part.
+    pub peak_pss_kib: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Footprint {
     pub processes: Vec<ProcMemory>,
+    /// The sum of every server's own peak RSS: a page several servers share (the text of a
+    /// binary three of them run, libc) counts once in each.
     pub total_peak_rss_mib: f64,
+    /// The highest sum of the servers' PSS at one reading: the cluster's memory with every
+    /// page counted once (readings every 50 ms through registration, so a shorter peak can
+    /// be missed).
+    pub total_peak_pss_mib: f64,
     /// Growth of the data servers' resident memory over the register phase, per publisher.
     pub data_bytes_per_publisher: f64,
     /// The same per stored copy, minus the payload.
@@ -260,6 +269,10 @@ impl Report {
             out += &format!(
                 "| footprint | all servers, peak RSS | {:.1} MiB |\n",
                 m.total_peak_rss_mib
+            );
+            out += &format!(
+                "| footprint | all servers, peak PSS (shared pages counted once) | {:.1} MiB |\n",
+                m.total_peak_pss_mib
             );
             out += &format!(
                 "| footprint | data-server memory per publisher | {:.0} B |\n",

@@ -41,7 +41,7 @@ use super::payload::{decode, encode};
 use super::report::{
     Churn, Failover, Footprint, Latency, Passes, ProcMemory, Register, ReplicationLag, Report,
 };
-use crate::rss::{rss_kib, Sampler};
+use crate::rss::{rss_kib, PssPeak, Sampler};
 
 /// The data servers' histogram of primary-to-replica lag.
 const REPLICATION_LAG: &str = "registry_data_replication_lag_seconds";
@@ -318,6 +318,10 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         .as_ref()
         .map(|c| Sampler::start(c.pids.clone(), Duration::from_secs(args.rss_every)));
     let rss_warmup = Duration::from_secs(args.rss_warmup);
+    // Every 50 ms through registration, where memory peaks; once a second from churn on.
+    let pss = cluster
+        .as_ref()
+        .map(|c| PssPeak::start(c.pids.clone(), Duration::from_millis(50)));
     let data_rss_before: u64 = cluster.as_ref().map_or(0, ProcCluster::data_rss_kib);
     let session_rss_before: u64 = cluster.as_ref().map_or(0, ProcCluster::session_rss_kib);
 
@@ -516,6 +520,10 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         None => 0,
     };
 
+    if let Some(pss) = &pss {
+        pss.set_period(Duration::from_secs(1));
+    }
+
     // Phase 2: churn.
     progress(
         "churn",
@@ -596,6 +604,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
 
     // Footprint before anything is killed.
     let mut footprint = cluster.as_ref().map(|cl| {
+        let pss = pss.as_ref().map(PssPeak::peaks).unwrap_or_default();
         let processes: Vec<ProcMemory> = cl
             .procs()
             .filter_map(|pr| {
@@ -604,6 +613,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
                     name: pr.name.clone(),
                     role: pr.role.into(),
                     peak_rss_kib: peak,
+                    peak_pss_kib: pss.of(&pr.name).unwrap_or(0),
                 })
             })
             .collect();
@@ -616,6 +626,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         Footprint {
             processes,
             total_peak_rss_mib,
+            total_peak_pss_mib: pss.total_kib as f64 / 1024.0,
             data_bytes_per_publisher: per_publisher,
             data_bytes_per_copy_beyond_payload: per_publisher / copies - params.payload as f64,
             data_bytes_per_copy_settled: settled / (d * p) as f64 / copies - params.payload as f64,
@@ -704,6 +715,12 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             }
             f.total_peak_rss_mib =
                 f.processes.iter().map(|p| p.peak_rss_kib).sum::<u64>() as f64 / 1024.0;
+            if let Some(pss) = pss.as_ref().map(PssPeak::peaks) {
+                for m in &mut f.processes {
+                    m.peak_pss_kib = pss.of(&m.name).unwrap_or(m.peak_pss_kib);
+                }
+                f.total_peak_pss_mib = pss.total_kib as f64 / 1024.0;
+            }
         }
         rss = sampler.take().map(|s| s.finish(rss_warmup));
     } else if args.sessions.is_empty() {
