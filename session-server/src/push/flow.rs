@@ -75,10 +75,10 @@ const FEW: usize = 8;
 ///
 /// Most services have a few subscribers on a session (one or two at SOFARegistry's scale), and
 /// a hash map is a poor home for so few: a map of one subscription allocates room for four,
-/// plus its control bytes, about 450 bytes; a vector sized to fit holds it in 96. A linear
-/// search of up to [`FEW`] keys is as quick as hashing one. Past that the subscriptions move
-/// to a hash map, so that an ack among thousands of subscribers of one service stays a single
-/// lookup; they stay there until the last one leaves.
+/// plus its control bytes, about 450 bytes; a vector sized to fit holds it in 96. Up to
+/// [`FEW`] keys are searched one by one, most told apart by their connection id. Past that
+/// the subscriptions move to a hash map, so that an ack among thousands of subscribers of one
+/// service stays a single lookup; they stay there until the last one leaves.
 pub(super) enum Subs {
     Few(Vec<(SubKey, Sub)>),
     Many(HashMap<SubKey, Sub>),
