@@ -172,6 +172,17 @@ pub struct HttpLimits {
         default_value_t = 90_000
     )]
     pub timeout_ms: u64,
+    /// Longest a connection may take to send the headers of its next request, in ms,
+    /// counted from when the server is ready for it: a client that sends its headers too
+    /// slowly, or leaves a keep-alive connection idle that long, is disconnected. Longer than
+    /// the 60 s the servers' own clients keep an idle connection, so they never reuse one the
+    /// server is closing.
+    #[arg(
+        long = "http-header-timeout-ms",
+        env = "REGISTRY_HTTP_HEADER_TIMEOUT_MS",
+        default_value_t = 75_000
+    )]
+    pub header_timeout_ms: u64,
 }
 
 impl Default for HttpLimits {
@@ -179,6 +190,7 @@ impl Default for HttpLimits {
         Self {
             max_in_flight: 4096,
             timeout_ms: 90_000,
+            header_timeout_ms: 75_000,
         }
     }
 }
@@ -331,6 +343,7 @@ pub fn serve(
     let local_addr = listener.local_addr()?;
     let router = harden(router, &options.limits, options.refused.clone());
     let drain = options.drain;
+    let header_timeout = Duration::from_millis(options.limits.header_timeout_ms);
     let join = match &options.tls {
         None => {
             // Small frames (acks, pushes, notifications) must not wait for Nagle's algorithm.
@@ -339,7 +352,7 @@ pub fn serve(
                     tracing::debug!("cannot set TCP_NODELAY: {e}");
                 }
             });
-            tokio::spawn(run(listener, router, shutdown, drain))
+            tokio::spawn(run(listener, router, shutdown, drain, header_timeout))
         }
         Some(tls) => {
             // TLS connections get TCP_NODELAY in the accept loop.
@@ -347,7 +360,7 @@ pub fn serve(
                 crate::tls::TlsListener::new(listener, tls)?,
                 |_| {},
             );
-            tokio::spawn(run(listener, router, shutdown, drain))
+            tokio::spawn(run(listener, router, shutdown, drain, header_timeout))
         }
     };
     Ok(ServerTask {
@@ -368,6 +381,7 @@ async fn run<L>(
     router: Router,
     shutdown: CancellationToken,
     drain: Duration,
+    header_timeout: Duration,
 ) -> io::Result<()>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
@@ -378,6 +392,10 @@ where
     let router: Router = router.with_state(());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.max_buf_size(HTTP_READ_BUFFER_BYTES);
+    // Without a timer hyper waits for headers for ever: one idle or trickling connection per
+    // file descriptor would be enough to exhaust the server.
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
     // Every connection task holds a receiver; the sender learns when the last one is gone.
     let (open_tx, open_rx) = tokio::sync::watch::channel(());
     loop {
@@ -406,8 +424,13 @@ where
                     conn.await
                 }
             };
-            if let Err(e) = ended {
-                tracing::trace!(%remote, "connection ended: {e}");
+            match ended {
+                Err(e) if e.is_timeout() => tracing::debug!(
+                    %remote,
+                    "connection closed: no request headers within {header_timeout:?}"
+                ),
+                Err(e) => tracing::trace!(%remote, "connection ended: {e}"),
+                Ok(()) => {}
             }
             drop(open);
         });
@@ -455,6 +478,7 @@ mod tests {
         let limits = HttpLimits {
             max_in_flight: 1,
             timeout_ms: 2_000,
+            ..HttpLimits::default()
         };
         let (task, shutdown) = slow_server(limits, Duration::from_secs(30)).await;
         let http = crate::HttpClient::new(Duration::from_secs(30));
@@ -466,6 +490,53 @@ mod tests {
         let mut codes = [a.unwrap_err().code(), b.unwrap_err().code()];
         codes.sort_by_key(|c| c.as_str());
         assert_eq!(codes, [ErrorCode::Overloaded, ErrorCode::Timeout]);
+        shutdown.cancel();
+    }
+
+    /// Reads from `tcp` until the server closes it, or fails at `deadline`.
+    async fn read_until_closed(tcp: &mut tokio::net::TcpStream, deadline: Duration) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        tokio::time::timeout(deadline, tcp.read_to_end(&mut got))
+            .await
+            .expect("the server must close the connection")
+            .expect("read");
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn connections_that_do_not_send_their_headers_in_time_are_closed() {
+        use tokio::io::AsyncWriteExt;
+        use tokio::net::TcpStream;
+        let limits = HttpLimits {
+            header_timeout_ms: 200,
+            ..HttpLimits::default()
+        };
+        // The handler takes three times the header timeout: a request whose headers have
+        // arrived is not cut off by it.
+        let (task, shutdown) = slow_server(limits, Duration::from_millis(600)).await;
+        let addr = task.local_addr;
+        let mut served = TcpStream::connect(addr).await.unwrap();
+        served
+            .write_all(b"GET /slow HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        // A client that never sends anything, and one that stops half-way through its headers.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut trickling = TcpStream::connect(addr).await.unwrap();
+        trickling
+            .write_all(b"GET /slow HTTP/1.1\r\nhost:")
+            .await
+            .unwrap();
+        let deadline = Duration::from_secs(10);
+        let answer = read_until_closed(&mut served, deadline).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("done"),
+            "{answer}"
+        );
+        read_until_closed(&mut silent, deadline).await;
+        let refused = read_until_closed(&mut trickling, deadline).await;
+        assert!(!refused.contains("done"), "{refused}");
         shutdown.cancel();
     }
 }
