@@ -50,7 +50,8 @@ pub struct SessionConfig {
         default_value_t = 60_000
     )]
     pub client_idle_ms: u64,
-    /// Datums kept in the cache.
+    /// Most datums kept in the cache, one per dataInfoId with subscriptions on this session;
+    /// past it, a datum of an id not cached yet is pushed but not kept.
     #[arg(
         long,
         env = "REGISTRY_SESSION_CACHE_ENTRIES",

@@ -14,6 +14,8 @@ pub struct SessionMetrics {
     pub publishers: IntGauge,
     /// Subscriptions held.
     pub subscribers: IntGauge,
+    /// Datums cached: one per dataInfoId with subscriptions here, up to `--cache-entries`.
+    pub cached_datums: IntGauge,
     /// Frames queued towards clients, all connections together.
     pub outbox_frames: IntGauge,
     /// Pushes sent, by kind (first, retry).
@@ -80,6 +82,11 @@ impl SessionMetrics {
             ),
             publishers: gauge(&r, "registry_session_publishers", "Publishers held"),
             subscribers: gauge(&r, "registry_session_subscribers", "Subscriptions held"),
+            cached_datums: gauge(
+                &r,
+                "registry_session_cached_datums",
+                "Datums cached, one per subscribed dataInfoId",
+            ),
             outbox_frames: gauge(
                 &r,
                 "registry_session_outbox_frames",

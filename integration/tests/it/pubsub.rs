@@ -239,3 +239,55 @@ async fn pushes_never_go_back_in_version() {
     .await;
     assert!(final_data > 0);
 }
+
+/// The session keeps one datum per subscribed dataInfoId, at most `cache_entries` of them:
+/// past the cap a datum is still pushed, only not kept, and a later subscriber of its id is
+/// served by a fetch; the last subscription of an id gone, its datum goes too.
+#[tokio::test]
+async fn the_datum_cache_is_capped_and_follows_the_subscriptions() {
+    let mut config = ClusterConfig::new(1, 1, 1);
+    config.session.cache_entries = 1;
+    let cluster = Cluster::start(config).await.unwrap();
+    let state = cluster.sessions[0].server().state().clone();
+    let id = |d: &str| registry_common::DataInfoId::new(d, None, None).unwrap();
+    let (a, b) = (id("svc.cap-a"), id("svc.cap-b"));
+
+    let c = cluster.client(0).await.unwrap();
+    let mut sub_a = c.subscribe("svc.cap-a").await.unwrap();
+    let mut sub_b = c.subscribe("svc.cap-b").await.unwrap();
+    let _pa = c.publish("svc.cap-a", vec!["a:1".into()]).await.unwrap();
+    wait_for(&mut sub_a, "a's address", |u| u.data == ["a:1"]).await;
+    let pb = c.publish("svc.cap-b", vec!["b:1".into()]).await.unwrap();
+    // Past the cap, b's datum still reaches its subscriber.
+    wait_for(&mut sub_b, "b's address", |u| u.data == ["b:1"]).await;
+    let kept = |state: &session_server::server::SessionState| {
+        (
+            state.pusher.cached_version(&a).is_some(),
+            state.pusher.cached_version(&b).is_some(),
+            state.metrics.cached_datums.get(),
+        )
+    };
+    assert_eq!(
+        kept(&state),
+        (true, false, 1),
+        "a kept, b not: the cap is one"
+    );
+
+    // A second subscriber of b, whose datum is not kept, is served by a fetch.
+    let c2 = cluster.client(0).await.unwrap();
+    let mut late_b = c2.subscribe("svc.cap-b").await.unwrap();
+    wait_for(&mut late_b, "b's address, fetched", |u| u.data == ["b:1"]).await;
+
+    // The last subscription of a gone, its datum goes and makes room for b's next one.
+    sub_a.unsubscribe().await.unwrap();
+    eventually("a's datum dropped with its subscription", WAIT, || async {
+        (kept(&state) == (false, false, 0)).then_some(())
+    })
+    .await;
+    pb.republish(vec!["b:2".into()]).await.unwrap();
+    wait_for(&mut sub_b, "b's new address", |u| u.data == ["b:2"]).await;
+    eventually("b's datum kept now that there is room", WAIT, || async {
+        (kept(&state) == (false, true, 1)).then_some(())
+    })
+    .await;
+}

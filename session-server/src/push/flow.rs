@@ -65,8 +65,21 @@ impl Sub {
 /// A subscription's key: its connection and registId.
 pub(super) type SubKey = (ConnId, Arc<str>);
 
-/// The subscriptions of the dataInfoIds of one shard.
-pub(super) type SubMap = HashMap<DataInfoId, Subs>;
+/// One dataInfoId on this session: its subscriptions, and the newest datum learnt for them.
+/// The entry lives exactly as long as the id has subscriptions here, so the datum cache needs
+/// no bookkeeping of its own: a change, an ack and a subscription find the id's datum with
+/// the same lookup that finds its subscriptions, under the same lock.
+#[derive(Default)]
+pub(super) struct IdEntry {
+    pub subs: Subs,
+    /// The newest datum of the id: offered at once to a new subscription, and compared with
+    /// change notifications and pulled versions. `None` until the first one arrives, or
+    /// when the session holds as many datums as it may keep (see `Pusher::keep`).
+    pub cached: Option<Arc<Prepared>>,
+}
+
+/// The dataInfoIds of one shard.
+pub(super) type SubMap = HashMap<DataInfoId, IdEntry>;
 
 /// Up to this many subscriptions of one dataInfoId are kept in a vector.
 const FEW: usize = 8;

@@ -5,8 +5,9 @@
 //!   server;
 //! - this module: the datum cache, accepting a datum (`accept`) and offering it to every
 //!   subscription of its dataInfoId, subscribing, acks;
-//! - `flow`: the subscription table and per-subscription flow control (at most one
-//!   unacknowledged push, newer datums merged behind it);
+//! - `flow`: the subscription table, which holds each dataInfoId's cached datum beside its
+//!   subscriptions, and per-subscription flow control (at most one unacknowledged push,
+//!   newer datums merged behind it);
 //! - `sweeper`: unacknowledged pushes resent with backoff, past the merge window replaced,
 //!   never acknowledged closed;
 //! - `protection`: datums that lost publishers to a server-side event held back;
@@ -19,12 +20,10 @@ mod protection;
 mod sweeper;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moka::ops::compute::{CompResult, Op};
-use moka::sync::Cache;
 use parking_lot::Mutex;
 use registry_common::id::{DataInfoId, IdInterner};
 use registry_common::model::PushDatum;
@@ -36,7 +35,7 @@ use crate::metrics::SessionMetrics;
 use crate::outbox::{Frame, OutboxError};
 use crate::registry::{Conn, ConnId};
 use fetch::FetchLane;
-use flow::{Sub, SubKey, SubTable};
+use flow::{IdEntry, Sub, SubKey, SubTable};
 pub use frame::{Prepared, QueuedPush};
 use sweeper::Deadlines;
 
@@ -59,6 +58,7 @@ pub struct PushConfig {
     pub ack_timeout: Duration,
     pub ack_retries: u32,
     pub max_batch: usize,
+    /// Most datums kept (one per subscribed dataInfoId).
     pub cache_entries: u64,
     /// Longest a pending datum waits for the in-flight push's ack.
     pub max_merge_window: Duration,
@@ -71,15 +71,16 @@ pub struct Pusher {
     /// The cluster's push switch as last seen in the view: while off, datums wait as each
     /// subscription's `pending` one and nothing is sent, resent or timed out.
     enabled: AtomicBool,
-    /// dataInfoId -> subscriptions on this session.
+    /// dataInfoId -> subscriptions on this session, and the id's newest datum: the datum
+    /// cache.
     subs: SubTable,
+    /// Datums kept in `subs`, at most `config.cache_entries`.
+    cached: AtomicU64,
     /// When each unacknowledged push is to be looked at again.
     deadlines: Deadlines,
     /// Shared copies of dataInfoIds: a datum from the data tier is keyed by the copy its
     /// subscriptions hold.
     ids: Arc<IdInterner>,
-    /// Latest datum of every dataInfoId with local subscribers.
-    cache: Cache<DataInfoId, Arc<Prepared>>,
     /// dataInfoId -> highest version announced while its fetch is in flight.
     fetching: Mutex<HashMap<DataInfoId, u64>>,
     /// Fetch lanes by data server address.
@@ -103,14 +104,13 @@ impl Pusher {
         metrics: SessionMetrics,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let cache = Cache::builder().max_capacity(config.cache_entries).build();
         let pusher = Arc::new(Self {
             config,
             enabled: AtomicBool::new(true),
             ids,
             subs: SubTable::new(),
+            cached: AtomicU64::new(0),
             deadlines: Deadlines::default(),
-            cache,
             fetching: Mutex::new(HashMap::new()),
             lanes: Mutex::new(HashMap::new()),
             parked: Mutex::new(HashSet::new()),
@@ -140,13 +140,13 @@ impl Pusher {
         {
             let mut subs = self.subs.shard(&id);
             let entry = subs.entry(id.clone()).or_default();
-            if entry.insert(key.clone(), sub).is_none() {
+            if entry.subs.insert(key.clone(), sub).is_none() {
                 self.metrics.subscribers.inc();
             }
-            // Read the cache only once the subscription is in place: a datum cached after
-            // this read is delivered to it by `accept`, one cached before is offered here.
-            cached = self.cache.get(&id);
-            if let (Some(p), Some(sub)) = (&cached, entry.get_mut(&key)) {
+            // The subscription and the id's datum are under one lock: a datum accepted after
+            // this is delivered to it by `accept`, one accepted before is offered here.
+            cached = entry.cached.clone();
+            if let (Some(p), Some(sub)) = (&cached, entry.subs.get_mut(&key)) {
                 if let Some(o) = self.offer(sub, &key.1, p, self.is_enabled()) {
                     out.push(o);
                 }
@@ -175,8 +175,8 @@ impl Pusher {
         }
         for shard in self.subs.shards() {
             let mut out = Vec::new();
-            for map in shard.lock().values_mut() {
-                for ((_, regist_id), sub) in map.iter_mut() {
+            for entry in shard.lock().values_mut() {
+                for ((_, regist_id), sub) in entry.subs.iter_mut() {
                     if sub.inflight.is_none() {
                         if let Some(next) = sub.pending.take() {
                             out.push(self.send_push(sub, regist_id, next, 1));
@@ -191,14 +191,17 @@ impl Pusher {
     /// Removes one subscription.
     pub fn unsubscribe(&self, conn: ConnId, regist_id: &str, id: &DataInfoId) {
         let mut subs = self.subs.shard(id);
-        if let Some(map) = subs.get_mut(id) {
+        if let Some(entry) = subs.get_mut(id) {
             let key: SubKey = (conn, Arc::from(regist_id));
-            if map.remove(&key).is_some() {
+            if entry.subs.remove(&key).is_some() {
                 self.metrics.subscribers.dec();
             }
-            if map.is_empty() {
-                subs.remove(id);
-                self.cache.invalidate(id);
+            if entry.subs.is_empty() {
+                // The last subscription gone, its datum goes with it.
+                if subs.remove(id).is_some_and(|e| e.cached.is_some()) {
+                    self.cached.fetch_sub(1, Ordering::Relaxed);
+                    self.metrics.cached_datums.dec();
+                }
             }
         }
     }
@@ -209,10 +212,6 @@ impl Pusher {
         for (regist_id, id) in regs {
             self.unsubscribe(conn.id, &regist_id, &id);
         }
-    }
-
-    fn has_subscribers(&self, id: &DataInfoId) -> bool {
-        self.subs.shard(id).contains_key(id)
     }
 
     /// Every dataInfoId with local subscribers.
@@ -227,10 +226,12 @@ impl Pusher {
     /// admin API.
     pub fn subscriptions_of(&self, id: &DataInfoId) -> Vec<SubscriptionState> {
         let subs = self.subs.shard(id);
-        let Some(map) = subs.get(id) else {
+        let Some(entry) = subs.get(id) else {
             return Vec::new();
         };
-        map.iter()
+        entry
+            .subs
+            .iter()
             .map(|((_, regist_id), sub)| SubscriptionState {
                 conn: sub.conn.clone(),
                 regist_id: regist_id.to_string(),
@@ -243,22 +244,49 @@ impl Pusher {
 
     /// Version of the cached datum of `id`, if any.
     pub fn cached_version(&self, id: &DataInfoId) -> Option<u64> {
-        self.cache.get(id).map(|p| p.version())
+        let subs = self.subs.shard(id);
+        subs.get(id)?.cached.as_ref().map(|p| p.version())
+    }
+
+    /// The cached datum of `id`, if any.
+    fn cached(&self, id: &DataInfoId) -> Option<Arc<Prepared>> {
+        self.subs.shard(id).get(id)?.cached.clone()
+    }
+
+    /// Whether `version` is newer than the datum cached for `id`; `None` when `id` has no
+    /// subscriptions here.
+    fn is_newer(&self, id: &DataInfoId, version: u64) -> Option<bool> {
+        let subs = self.subs.shard(id);
+        let entry = subs.get(id)?;
+        Some(entry.cached.as_ref().is_none_or(|p| p.version() < version))
+    }
+
+    /// Makes `prepared` the datum kept for `entry`'s id, unless the session already keeps as
+    /// many datums as it may and this id had none: then it is delivered but not kept, and a
+    /// later subscription of the id fetches it.
+    fn keep(&self, entry: &mut IdEntry, prepared: Arc<Prepared>) {
+        if entry.cached.is_none() {
+            let max = self.config.cache_entries;
+            let room = self
+                .cached
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .is_ok();
+            if !room {
+                return;
+            }
+            self.metrics.cached_datums.inc();
+        }
+        entry.cached = Some(prepared);
     }
 
     /// A change notification from a data server.
     pub fn on_change(self: &Arc<Self>, change: Change) {
         self.metrics.changes_received.inc();
         let id = change.data_info_id;
-        if !self.has_subscribers(&id) {
-            self.cache.invalidate(&id);
-            return;
-        }
-        if self
-            .cache
-            .get(&id)
-            .is_some_and(|p| p.version() >= change.version)
-        {
+        // No subscriptions here, or the datum cached is as new.
+        if self.is_newer(&id, change.version) != Some(true) {
             return;
         }
         match change.datum {
@@ -273,21 +301,11 @@ impl Pusher {
         let id = datum.data_info_id.clone();
         let version = datum.version;
         crate::floor::observe(version);
-        let newer = self.cache.get(&id).is_none_or(|p| p.version() < version);
-        if newer && self.has_subscribers(&id) && !self.hold_empty(&datum) {
+        if self.is_newer(&id, version) == Some(true) && !self.hold_empty(&datum) {
+            // Serialised outside the lock; compared again under it, so that of two datums of
+            // one id accepted at once the older is neither kept nor offered after the newer.
             let prepared = Arc::new(Prepared::new(datum));
-            // Compare and insert atomically: two datums of one id accepted at once must not
-            // leave the older one cached.
-            let stored = self
-                .cache
-                .entry(id.clone())
-                .and_compute_with(|cur| match cur {
-                    Some(e) if e.value().version() >= version => Op::Nop,
-                    _ => Op::Put(prepared.clone()),
-                });
-            if !matches!(stored, CompResult::Unchanged(_) | CompResult::StillNone(_)) {
-                self.deliver(&prepared);
-            }
+            self.deliver(&prepared);
         }
         // A fetch in flight for this id is satisfied up to `version`.
         let again = {
@@ -306,15 +324,21 @@ impl Pusher {
         }
     }
 
-    /// Offers a datum to every subscription of its dataInfoId.
+    /// Keeps a datum as its dataInfoId's newest and offers it to every subscription of the
+    /// id, unless a datum as new is kept already.
     fn deliver(&self, prepared: &Arc<Prepared>) {
         let mut out = Vec::new();
         let enabled = self.is_enabled();
         {
             let id = &prepared.datum.data_info_id;
             let mut subs = self.subs.shard(id);
-            if let Some(map) = subs.get_mut(id) {
-                for ((_, regist_id), sub) in map.iter_mut() {
+            if let Some(entry) = subs.get_mut(id).filter(|e| {
+                e.cached
+                    .as_ref()
+                    .is_none_or(|c| c.version() < prepared.version())
+            }) {
+                self.keep(entry, prepared.clone());
+                for ((_, regist_id), sub) in entry.subs.iter_mut() {
                     if let Some(o) = self.offer(sub, regist_id, prepared, enabled) {
                         out.push(o);
                     }
@@ -355,7 +379,7 @@ impl Pusher {
         {
             let mut subs = self.subs.shard(&id);
             let key: SubKey = (conn.id, regist_id.clone());
-            let Some(sub) = subs.get_mut(&id).and_then(|m| m.get_mut(&key)) else {
+            let Some(sub) = subs.get_mut(&id).and_then(|m| m.subs.get_mut(&key)) else {
                 return;
             };
             let Some(inflight) = sub.inflight.take_if(|f| f.push_id == push_id) else {

@@ -31,8 +31,7 @@ impl Pusher {
         let id = &datum.data_info_id;
         let emptied = datum.server_removal
             && self
-                .cache
-                .get(id)
+                .cached(id)
                 .is_some_and(|p| p.datum.publishers > datum.publishers);
         let mut held = self.held_empty.lock();
         if !emptied {

@@ -115,7 +115,7 @@ impl Pusher {
         let mut shard = self.subs.shard(&id);
         let Some(sub) = shard
             .get_mut(&id)
-            .and_then(|m| m.get_mut(&(check.conn.id, regist_id.clone())))
+            .and_then(|m| m.subs.get_mut(&(check.conn.id, regist_id.clone())))
         else {
             return;
         };
