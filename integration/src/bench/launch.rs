@@ -22,17 +22,29 @@ pub struct Proc {
     pub child: Option<Child>,
     /// Where the memory sampler looks the process up.
     pids: Pids,
+    /// Its standard error, quoted when it stops before the cluster is up.
+    log: PathBuf,
 }
 
 impl Proc {
-    fn new(role: &'static str, name: String, addr: String, child: Child) -> Self {
+    fn new(role: &'static str, name: String, addr: String, child: Child, log: PathBuf) -> Self {
         Self {
             role,
             name,
             addr,
             child: Some(child),
             pids: Pids::new(),
+            log,
         }
+    }
+
+    /// If the process has stopped: how, and the last lines of its log.
+    fn stopped(&mut self) -> Option<String> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join("\n  ");
+        Some(format!("{} stopped ({status}):\n  {tail}", self.name))
     }
 
     /// Enters the process in `pids` (and leaves it there, without a pid, once killed).
@@ -79,7 +91,23 @@ pub struct ProcCluster {
     security: Option<(BenchSecurity, Credential)>,
 }
 
+/// A loopback port free now, for a server about to be started on it. Picked below the
+/// kernel's range of ephemeral ports where there is room for it: a port the kernel hands out
+/// (as `bind(0)` does) can be taken, between this check and the server's own bind, by any
+/// outgoing connection, and the servers already running make many.
 fn free_port() -> anyhow::Result<u16> {
+    let lowest_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(0);
+    if lowest_ephemeral > 20_000 {
+        for _ in 0..100 {
+            let port = rand::random_range(10_000..lowest_ephemeral);
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                return Ok(l.local_addr()?.port());
+            }
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -121,13 +149,9 @@ fn spawn_member(
     ];
     args.extend_from_slice(extra);
     let name = format!("{role}-{n}");
-    let child = spawn(
-        &bins.join(format!("{role}-server")),
-        &args,
-        threads,
-        &logs.join(format!("{name}.log")),
-    )?;
-    Ok(Proc::new(role, name, addr, child))
+    let log = logs.join(format!("{name}.log"));
+    let child = spawn(&bins.join(format!("{role}-server")), &args, threads, &log)?;
+    Ok(Proc::new(role, name, addr, child, log))
 }
 
 /// The directory holding the server binaries: `--bin-dir`, or this binary's directory.
@@ -236,14 +260,11 @@ impl ProcCluster {
             if let Some(s) = &security {
                 args.extend(s.meta_args());
             }
-            let child = spawn(
-                &bins.join("meta-server"),
-                &args,
-                threads,
-                &logs.join(format!("meta-{}.log", i + 1)),
-            )?;
+            let log = logs.join(format!("meta-{}.log", i + 1));
+            let child = spawn(&bins.join("meta-server"), &args, threads, &log)?;
             metas.push(
-                Proc::new("meta", format!("meta-{}", i + 1), addr.clone(), child).watched(&pids),
+                Proc::new("meta", format!("meta-{}", i + 1), addr.clone(), child, log)
+                    .watched(&pids),
             );
         }
         let meta_list = meta_addrs.join(",");
@@ -394,7 +415,7 @@ impl ProcCluster {
 
     /// Waits until the view has this many data and session members.
     pub async fn wait_members(
-        &self,
+        &mut self,
         datas: usize,
         sessions: usize,
         within: Duration,
@@ -409,7 +430,21 @@ impl ProcCluster {
                 }
             }
             if Instant::now() > deadline {
-                bail!("cluster did not reach {datas} data and {sessions} session members");
+                let stopped: Vec<String> = self
+                    .metas
+                    .iter_mut()
+                    .chain(&mut self.datas)
+                    .chain(&mut self.sessions)
+                    .filter_map(Proc::stopped)
+                    .collect();
+                bail!(
+                    "cluster did not reach {datas} data and {sessions} session members; {}",
+                    if stopped.is_empty() {
+                        "every server still runs".to_owned()
+                    } else {
+                        stopped.join("; ")
+                    }
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
