@@ -486,10 +486,14 @@ async fn housekeeping(state: Arc<DataState>, shutdown: CancellationToken) {
         }
         crate::store::free_elsewhere(dropped);
         let mut trimmed = 0;
+        let mut logs = Vec::new();
         for slot in 0..state.store.slot_count() {
-            trimmed += state.store.trim_logs(slot, now);
+            let freed = state.store.trim_logs(slot, now);
+            trimmed += freed.datums();
+            logs.push(freed);
             tokio::task::yield_now().await;
         }
+        crate::store::free_elsewhere(logs);
         if trimmed > 0 {
             tracing::debug!(
                 trimmed,

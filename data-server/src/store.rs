@@ -190,20 +190,50 @@ impl Owners {
 /// Pause between two slots freed by [`free_elsewhere`].
 const FREE_PACE: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// Frees what [`Store::drop_slot`] took on a blocking thread, away from the runtime that
-/// serves requests (the data of slots that moved away frees hundreds of thousands of
-/// allocations at once).
-pub fn free_elsewhere(dropped: Vec<Shard>) {
-    if dropped.iter().all(|s| s.datums.is_empty()) {
+/// What the store hands back to be freed by [`free_elsewhere`], one slot's worth each.
+pub trait Garbage: Send + 'static {
+    /// Nothing to free: no pause after it.
+    fn is_empty(&self) -> bool;
+}
+
+impl Garbage for Shard {
+    fn is_empty(&self) -> bool {
+        self.datums.is_empty()
+    }
+}
+
+/// The operation logs of one slot's datums that stopped changing, taken by
+/// [`Store::trim_logs`].
+#[derive(Default)]
+pub struct FreedLogs(Vec<VecDeque<OpEntry>>);
+
+impl FreedLogs {
+    /// Of how many datums.
+    pub fn datums(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Garbage for FreedLogs {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Frees what the store took out (the data of slots that moved away, the logs of datums that
+/// stopped changing) on a blocking thread, away from the runtime that serves requests: each
+/// is hundreds of thousands of allocations at once at a million publishers.
+pub fn free_elsewhere<G: Garbage>(dropped: Vec<G>) {
+    if dropped.iter().all(G::is_empty) {
         return;
     }
     match tokio::runtime::Handle::try_current() {
         // One slot at a time, paced: the freeing thread shares the cores with the runtime.
         Ok(rt) => {
             rt.spawn_blocking(move || {
-                for shard in dropped {
-                    let freed = !shard.datums.is_empty();
-                    drop(shard);
+                for slot in dropped {
+                    let freed = !slot.is_empty();
+                    drop(slot);
                     if freed {
                         std::thread::sleep(FREE_PACE);
                     }
@@ -593,13 +623,15 @@ impl Store {
     /// work follows the changes, not the number of datums; one slot at a time, so that a
     /// caller can let other work run between slots (at a million publishers the logs of
     /// the register phase all come due together: about 50 ms of freeing in one go).
-    /// Returns how many logs were freed.
-    pub fn trim_logs(&self, slot: SlotId, now: Instant) -> usize {
+    /// Hands the logs back, for [`free_elsewhere`]: freeing them here, at a million
+    /// publishers, put the data servers' freeing of the register phase's logs in the
+    /// churn's tail.
+    pub fn trim_logs(&self, slot: SlotId, now: Instant) -> FreedLogs {
+        let mut freed = FreedLogs::default();
         let Some(shard) = self.slots.get(slot as usize) else {
-            return 0;
+            return freed;
         };
         let max_age = self.limits.max_age;
-        let mut freed = 0;
         let mut shard = shard.lock();
         let Shard { datums, logged, .. } = &mut *shard;
         while logged
@@ -617,10 +649,7 @@ impl Store {
                 Some(last) if now.duration_since(last.at) <= max_age => {
                     logged.push_back((last.at, id));
                 }
-                Some(_) => {
-                    state.log = VecDeque::new();
-                    freed += 1;
-                }
+                Some(_) => freed.0.push(std::mem::take(&mut state.log)),
                 // Emptied by a full copy (and queued again by its next op).
                 None => {}
             }
@@ -890,7 +919,7 @@ mod tests {
         );
         let trim = |now| {
             (0..store.slot_count())
-                .map(|slot| store.trim_logs(slot, now))
+                .map(|slot| store.trim_logs(slot, now).datums())
                 .sum::<usize>()
         };
         for n in 1..=20 {
