@@ -27,6 +27,8 @@ pub struct SessionMetrics {
     pub push_frames: IntCounter,
     /// Acks for pushes this server does not know (late or bogus).
     pub unknown_acks: IntCounter,
+    /// Overdue pushes not sent again because their client was still reading earlier ones.
+    pub resends_held: IntCounter,
     /// Datums superseded before they were sent (merged into a later push).
     pub pushes_merged: IntCounter,
     /// Connections closed by the server, by reason.
@@ -113,6 +115,11 @@ impl SessionMetrics {
                 &r,
                 "registry_session_unknown_acks_total",
                 "Acks for unknown pushes",
+            ),
+            resends_held: counter(
+                &r,
+                "registry_session_resends_held_total",
+                "Overdue pushes not sent again: their client was still reading earlier pushes",
             ),
             pushes_merged: counter(
                 &r,

@@ -24,6 +24,7 @@ use crate::error::SessionError;
 use crate::limits::{ConnLimits, RegistrationBudget};
 use crate::metrics::SessionMetrics;
 use crate::outbox::{Frame, Outbox};
+use crate::push::PushAcks;
 
 pub type ConnId = u64;
 
@@ -56,8 +57,8 @@ pub struct Conn {
     pub publishers: Mutex<HashMap<String, DataInfoId>>,
     /// registId -> dataInfoId of the subscriptions made on this connection.
     pub subscribers: Mutex<HashMap<String, DataInfoId>>,
-    /// pushId -> (dataInfoId, subscription registId) of pushes awaiting an ack.
-    pub acks: Mutex<HashMap<u64, (DataInfoId, Arc<str>)>>,
+    /// The pushes awaiting an ack, and how far the client has read.
+    pub acks: Mutex<PushAcks>,
     next_push_id: AtomicU64,
     /// How fast this connection may still register.
     pub budget: RegistrationBudget,
@@ -131,7 +132,7 @@ impl Registry {
             outbox,
             publishers: Mutex::new(HashMap::new()),
             subscribers: Mutex::new(HashMap::new()),
-            acks: Mutex::new(HashMap::new()),
+            acks: Mutex::new(PushAcks::default()),
             next_push_id: AtomicU64::new(0),
             budget: self.limits.budget(),
             sent_away: AtomicBool::new(false),

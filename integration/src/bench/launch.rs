@@ -486,6 +486,7 @@ impl ProcCluster {
             "registry_session_push_frames_total",
             "registry_session_closed_total",
             "registry_session_unknown_acks_total",
+            "registry_session_resends_held_total",
             "registry_session_empty_protection_total",
             "registry_session_forwarded_total",
             "registry_data_notify_failures_total",

@@ -1220,6 +1220,146 @@ async fn resends_with_backoff_then_close() {
     }
 }
 
+/// Pushes: an overdue push is not sent again while its client is still reading the pushes
+/// sent before it (acknowledging them, none from this one on): under load a copy would only
+/// queue behind the first. A client quiet for a whole ack timeout gets one copy (a probe),
+/// not a copy of every push it owes; one that acknowledged a later push gets the push it
+/// missed.
+#[tokio::test]
+async fn an_overdue_push_is_resent_if_missed_or_as_a_quiet_clients_one_probe() {
+    const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+    const SUBS: usize = 40;
+    // The slow reader acknowledges one push per tick, in order: the last of its pushes wait
+    // twice the ack timeout, while an ack comes twenty times per ack timeout.
+    const PACE: Duration = Duration::from_millis(100);
+    let cluster = cluster(|s| {
+        s.ack_timeout_ms = ACK_TIMEOUT.as_millis() as u64;
+        s.max_merge_window_ms = 60_000;
+    })
+    .await;
+    let addr = cluster.session_addrs()[0].clone();
+    let metrics = cluster.sessions[0].server().state().metrics.clone();
+    let retries = || metrics.pushes.with_label_values(&["retry"]).get();
+    let mut publisher = RawClient::hello(&addr, "overdue-publisher").await.unwrap();
+    for n in 0..SUBS {
+        let r = publisher
+            .request(publish(
+                &format!("p{n}"),
+                &format!("svc.overdue.{n}"),
+                json!(["r1"]),
+                1,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r["type"], "ack");
+    }
+    for n in 0..SUBS {
+        landed(&cluster, &format!("svc.overdue.{n}"), &["r1"]).await;
+    }
+
+    // A slow reader: every subscription's first push arrives at once, and is acknowledged
+    // one per tick in the order sent.
+    let (mut slow, slow_conn) = manual_subscriber(&addr, "overdue-slow").await;
+    for n in 0..SUBS {
+        let frame = json!({"type": "register_subscriber", "reqId": n + 1,
+                           "registId": format!("s{n}"), "dataId": format!("svc.overdue.{n}")});
+        slow.send_text(frame.to_string()).await.unwrap();
+    }
+    let mut pushes: Vec<(u64, String)> = Vec::new();
+    while pushes.len() < SUBS {
+        let p = slow.next_push(WAIT).await.unwrap();
+        pushes.push((
+            p["pushId"].as_u64().unwrap(),
+            p["registId"].as_str().unwrap().into(),
+        ));
+    }
+    pushes.sort();
+    let mut ticks = tokio::time::interval(PACE);
+    for (push_id, _) in &pushes {
+        ticks.tick().await;
+        slow.send_text(ack(*push_id)).await.unwrap();
+    }
+    for (n, (_, regist_id)) in pushes.iter().enumerate() {
+        let data_id = format!("svc.overdue.{}", &regist_id[1..]);
+        eventually(&format!("push {n} acknowledged"), WAIT, || async {
+            sub_state(&cluster, slow_conn, &data_id, regist_id)
+                .is_some_and(|(acked, inflight, _)| acked.is_some() && inflight.is_none())
+                .then_some(())
+        })
+        .await;
+    }
+    let held = metrics.resends_held.get();
+    assert!(held > 0, "the last pushes waited past the ack timeout");
+    assert_eq!(retries(), 0, "{held} overdue pushes held, none sent again");
+    assert_eq!(metrics.unknown_acks.get(), 0);
+
+    // A quiet reader: it reads its pushes and acknowledges none. One ack timeout later one
+    // copy goes out, and the other overdue pushes are held behind it.
+    const QUIET: usize = 10;
+    let (mut quiet, quiet_conn) = manual_subscriber(&addr, "overdue-quiet").await;
+    for n in 0..QUIET {
+        let frame = json!({"type": "register_subscriber", "reqId": n + 1,
+                           "registId": format!("q{n}"), "dataId": format!("svc.overdue.{n}")});
+        quiet.send_text(frame.to_string()).await.unwrap();
+    }
+    let mut firsts: Vec<u64> = Vec::new();
+    while firsts.len() < QUIET {
+        firsts.push(
+            quiet.next_push(WAIT).await.unwrap()["pushId"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    let probe = quiet.next_push(WAIT).await.unwrap();
+    let probe_id = probe["pushId"].as_u64().unwrap();
+    assert!(
+        !firsts.contains(&probe_id),
+        "a copy has a new pushId: {probe}"
+    );
+    eventually("the other overdue pushes held", WAIT, || async {
+        (metrics.resends_held.get() >= held + QUIET as u64 - 1).then_some(())
+    })
+    .await;
+    // The probe's own wait (twice the ack timeout) has not run out: one copy in all.
+    assert_eq!(retries(), 1);
+    for push_id in firsts.iter().chain([&probe_id]) {
+        quiet.send_text(ack(*push_id)).await.unwrap();
+    }
+    for n in 0..QUIET {
+        let (data_id, regist_id) = (format!("svc.overdue.{n}"), format!("q{n}"));
+        eventually(&format!("q{n} acknowledged"), WAIT, || async {
+            sub_state(&cluster, quiet_conn, &data_id, &regist_id)
+                .is_some_and(|(acked, inflight, _)| acked.is_some() && inflight.is_none())
+                .then_some(())
+        })
+        .await;
+    }
+
+    // A reader that skips a push: the push it acknowledged past is sent again.
+    let (mut skipper, _) = manual_subscriber(&addr, "overdue-skipper").await;
+    let subscribe_k = |n: usize| {
+        json!({"type": "register_subscriber", "reqId": 100 + n,
+               "registId": format!("k{n}"), "dataId": format!("svc.overdue.{n}")})
+        .to_string()
+    };
+    skipper.send_text(subscribe_k(0)).await.unwrap();
+    let skipped = push_where(&mut skipper, "k0's push", |p| p["registId"] == "k0").await;
+    skipper.send_text(subscribe_k(1)).await.unwrap();
+    let later = push_where(&mut skipper, "k1's push", |p| p["registId"] == "k1").await;
+    assert!(later["pushId"].as_u64() > skipped["pushId"].as_u64());
+    skipper
+        .send_text(ack(later["pushId"].as_u64().unwrap()))
+        .await
+        .unwrap();
+    let again = push_where(&mut skipper, "k0's push again", |p| p["registId"] == "k0").await;
+    assert!(
+        again["pushId"].as_u64() > later["pushId"].as_u64(),
+        "{again}"
+    );
+    assert_eq!(again["data"], json!(["r1"]), "{again}");
+    assert_eq!(retries(), 2);
+}
+
 /// Pushes: a newer datum waits at most `--max-merge-window-ms` behind an unacknowledged push,
 /// then replaces it (new pushId); the replaced pushId's ack is ignored.
 #[tokio::test]

@@ -29,7 +29,10 @@ pub(super) struct Inflight {
     pub push_id: u64,
     pub prepared: Arc<Prepared>,
     pub sent_at: Instant,
-    /// Times this push has been sent.
+    /// When the wait for its ack began: the send, or the last resend held back because the
+    /// client had not reached the push yet (see `sweeper`).
+    pub waiting_since: Instant,
+    /// Times this push has been sent, and resends held back.
     pub attempts: u32,
 }
 
@@ -239,18 +242,23 @@ impl Pusher {
     ) -> Outgoing {
         let push_id = sub.conn.next_push_id();
         let version = prepared.version();
-        sub.conn.acks.lock().insert(
-            push_id,
-            (prepared.datum.data_info_id.clone(), regist_id.clone()),
-        );
-        if let Some(old) = sub.inflight.take() {
-            sub.conn.acks.lock().remove(&old.push_id);
+        {
+            let mut acks = sub.conn.acks.lock();
+            acks.expect(
+                push_id,
+                prepared.datum.data_info_id.clone(),
+                regist_id.clone(),
+            );
+            if let Some(old) = sub.inflight.take() {
+                acks.forget(old.push_id);
+            }
         }
         let sent_at = Instant::now();
         sub.inflight = Some(Inflight {
             push_id,
             prepared: prepared.clone(),
             sent_at,
+            waiting_since: sent_at,
             attempts,
         });
         self.deadlines.push(Check {

@@ -8,11 +8,13 @@
 //! - `flow`: the subscription table, which holds each dataInfoId's cached datum beside its
 //!   subscriptions, and per-subscription flow control (at most one unacknowledged push,
 //!   newer datums merged behind it);
-//! - `sweeper`: unacknowledged pushes resent with backoff, past the merge window replaced,
-//!   never acknowledged closed;
+//! - `sweeper`: unacknowledged pushes resent with backoff (those the client missed, or one
+//!   at a time to a quiet client), past the merge window replaced, never acknowledged closed;
+//! - `acks`: each connection's pushes awaiting an ack, and how far its client has read;
 //! - `protection`: datums that lost publishers to a server-side event held back;
 //! - `frame`: the `push` frame, serialised once per datum.
 
+mod acks;
 mod fetch;
 mod flow;
 mod frame;
@@ -34,6 +36,7 @@ use registry_rpc::{CancellationToken, HttpClient};
 use crate::metrics::SessionMetrics;
 use crate::outbox::{Frame, OutboxError};
 use crate::registry::{Conn, ConnId};
+pub use acks::PushAcks;
 use fetch::FetchLane;
 use flow::{IdEntry, Sub, SubKey, SubTable};
 pub use frame::{Prepared, QueuedPush};
@@ -369,7 +372,7 @@ impl Pusher {
 
     /// A client's acknowledgement of one push (`push_ack`, or one id of `push_acks`).
     pub fn on_ack(&self, conn: &Conn, push_id: u64) {
-        let Some((id, regist_id)) = conn.acks.lock().remove(&push_id) else {
+        let Some((id, regist_id)) = conn.acks.lock().take(push_id, Instant::now()) else {
             self.metrics.unknown_acks.inc();
             tracing::debug!(conn = conn.id, push_id, "ack for an unknown push");
             return;

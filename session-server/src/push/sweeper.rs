@@ -1,5 +1,6 @@
-//! Unacknowledged pushes: resent (the newest datum, backing off), pushed past when a newer
-//! datum has waited the whole merge window, and connections that never acknowledge closed.
+//! Unacknowledged pushes: resent (the newest datum, backing off) when the client missed them
+//! or has gone quiet (see `acks`), pushed past when a newer datum has waited the whole merge
+//! window, and connections that never acknowledge closed.
 //!
 //! Every push sent leaves a [`Check`]: look at this push again at this instant, if it is
 //! still unacknowledged. The sweeper takes only the checks that are due, so its work follows
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use registry_rpc::backoff::Backoff;
 
+use super::acks::Overdue;
 use super::{Outgoing, Pusher};
 use crate::registry::Conn;
 
@@ -109,7 +111,7 @@ impl Pusher {
         out: &mut Vec<Outgoing>,
         unresponsive: &mut Vec<Arc<Conn>>,
     ) {
-        let Some((id, regist_id)) = check.conn.acks.lock().get(&check.push_id).cloned() else {
+        let Some((id, regist_id)) = check.conn.acks.lock().awaited(check.push_id) else {
             return;
         };
         let mut shard = self.subs.shard(&id);
@@ -119,25 +121,24 @@ impl Pusher {
         else {
             return;
         };
-        let Some((sent_at, attempts, prepared)) = sub
+        let Some((sent_at, waiting_since, attempts, prepared)) = sub
             .inflight
             .as_ref()
             .filter(|f| f.push_id == check.push_id)
-            .map(|f| (f.sent_at, f.attempts, f.prepared.clone()))
+            .map(|f| (f.sent_at, f.waiting_since, f.attempts, f.prepared.clone()))
         else {
             return;
         };
-        let elapsed = now.duration_since(sent_at);
         let merge = self.config.max_merge_window;
-        if elapsed >= merge {
+        if now.duration_since(sent_at) >= merge {
             if let Some(next) = sub.pending.take() {
                 out.push(self.send_push(sub, &regist_id, next, 1));
                 return;
             }
         }
-        let wait = self.ack_wait(attempts);
-        if elapsed < wait {
-            let mut at = sent_at + wait;
+        let due = waiting_since + self.ack_wait(attempts);
+        if now < due {
+            let mut at = due;
             if sub.pending.is_some() {
                 at = at.min(sent_at + merge);
             }
@@ -148,8 +149,33 @@ impl Pusher {
             unresponsive.push(sub.conn.clone());
             return;
         }
+        // Sent again only if the client missed it, or as the one probe of a quiet client
+        // (see `acks`). A held push waits on as a resend would, so a client that never
+        // answers is closed when it would have been.
+        let verdict = check
+            .conn
+            .acks
+            .lock()
+            .overdue(check.push_id, now, self.config.ack_timeout);
+        if verdict == Overdue::Hold {
+            if let Some(f) = sub.inflight.as_mut() {
+                f.attempts += 1;
+                f.waiting_since = now;
+            }
+            self.metrics.resends_held.inc();
+            let mut at = now + self.first_look(attempts + 1);
+            if sub.pending.is_some() {
+                at = at.min(sent_at + merge);
+            }
+            self.deadlines.push(Check { at, ..check });
+            return;
+        }
         let newest = sub.pending.take().unwrap_or(prepared);
-        out.push(self.send_push(sub, &regist_id, newest, attempts + 1));
+        let resent = self.send_push(sub, &regist_id, newest, attempts + 1);
+        if verdict == Overdue::Probe {
+            check.conn.acks.lock().probing(resent.push.push_id);
+        }
+        out.push(resent);
     }
 }
 
