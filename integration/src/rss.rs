@@ -7,7 +7,7 @@
 //! `registry-bench` and `registry-chaos` both use the sampler for soak runs (`--rss-every`).
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,51 +78,39 @@ impl PssPeaks {
 /// The servers' peak memory with shared pages counted once: every server's PSS read at a
 /// period, summed at each reading, the highest sum kept. The kernel keeps a peak of each
 /// process's RSS (`VmHWM`) but none of PSS, so a peak between two readings is missed: the
-/// period is short while memory moves fast (registration) and can be made longer after
-/// ([`PssPeak::set_period`]), when reading every process's page tables costs more than it
-/// shows, or stopped while latency is measured ([`PssPeak::pause`]): a reading walks each
-/// process's page tables, and at a million publishers (2.3 GB of them, once a second) that
-/// showed in the churn's p99.
+/// period is short while memory moves fast (registration), and the readings are stopped
+/// while latency is measured ([`PssPeak::pause`]): a reading walks each process's page
+/// tables, and at a million publishers (2.3 GB of them, once a second) that showed in the
+/// churn's p99.
 #[derive(Debug)]
 pub struct PssPeak {
     pids: Pids,
     peaks: Arc<Mutex<PssPeaks>>,
-    /// Milliseconds between readings; the sampling task reads it before each wait.
-    period_ms: Arc<AtomicU64>,
     /// No periodic readings while set; [`PssPeak::peaks`] still reads.
     paused: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl PssPeak {
-    /// Starts reading now and every `every` after, on a task of the current Tokio runtime.
+    /// Starts reading now and every `every` (at least 10 ms) after, on a task of the current
+    /// Tokio runtime.
     pub fn start(pids: Pids, every: Duration) -> Self {
         let peaks = Arc::new(Mutex::new(PssPeaks::default()));
-        let period_ms = Arc::new(AtomicU64::new(0));
         let paused = Arc::new(AtomicBool::new(false));
-        let this = Self {
+        let every = every.max(Duration::from_millis(10));
+        Self {
             pids: pids.clone(),
             peaks: peaks.clone(),
-            period_ms: period_ms.clone(),
             paused: paused.clone(),
             task: tokio::spawn(async move {
                 loop {
                     if !paused.load(Ordering::Relaxed) {
                         peaks.lock().take(&pids);
                     }
-                    let ms = period_ms.load(Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    tokio::time::sleep(every).await;
                 }
             }),
-        };
-        this.set_period(every);
-        this
-    }
-
-    /// Reads every `every` (at least 10 ms) from the next reading on.
-    pub fn set_period(&self, every: Duration) {
-        let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(10);
-        self.period_ms.store(ms, Ordering::Relaxed);
+        }
     }
 
     /// Takes one more reading now, and no more periodic ones.
