@@ -136,46 +136,42 @@ impl Pusher {
                 return;
             }
         }
-        let due = waiting_since + self.ack_wait(attempts);
-        if now < due {
-            let mut at = due;
-            if sub.pending.is_some() {
-                at = at.min(sent_at + merge);
+        let mut due = waiting_since + self.ack_wait(attempts);
+        if now >= due {
+            if attempts > self.config.ack_retries {
+                unresponsive.push(sub.conn.clone());
+                return;
             }
-            self.deadlines.push(Check { at, ..check });
-            return;
-        }
-        if attempts > self.config.ack_retries {
-            unresponsive.push(sub.conn.clone());
-            return;
-        }
-        // Sent again only if the client missed it, or as the one probe of a quiet client
-        // (see `acks`). A held push waits on as a resend would, so a client that never
-        // answers is closed when it would have been.
-        let verdict = check
-            .conn
-            .acks
-            .lock()
-            .overdue(check.push_id, now, self.config.ack_timeout);
-        if verdict == Overdue::Hold {
+            // Sent again only if the client missed it, or as the one probe of a quiet client
+            // (see `acks`). A held push waits on as a resend would, so a client that never
+            // answers is closed when it would have been.
+            let verdict =
+                check
+                    .conn
+                    .acks
+                    .lock()
+                    .overdue(check.push_id, now, self.config.ack_timeout);
+            if verdict != Overdue::Hold {
+                let newest = sub.pending.take().unwrap_or(prepared);
+                let resent = self.send_push(sub, &regist_id, newest, attempts + 1);
+                if verdict == Overdue::Probe {
+                    check.conn.acks.lock().probing(resent.push.push_id);
+                }
+                out.push(resent);
+                return;
+            }
             if let Some(f) = sub.inflight.as_mut() {
                 f.attempts += 1;
                 f.waiting_since = now;
             }
             self.metrics.resends_held.inc();
-            let mut at = now + self.first_look(attempts + 1);
-            if sub.pending.is_some() {
-                at = at.min(sent_at + merge);
-            }
-            self.deadlines.push(Check { at, ..check });
-            return;
+            due = now + self.ack_wait(attempts + 1);
         }
-        let newest = sub.pending.take().unwrap_or(prepared);
-        let resent = self.send_push(sub, &regist_id, newest, attempts + 1);
-        if verdict == Overdue::Probe {
-            check.conn.acks.lock().probing(resent.push.push_id);
+        let mut at = due;
+        if sub.pending.is_some() {
+            at = at.min(sent_at + merge);
         }
-        out.push(resent);
+        self.deadlines.push(Check { at, ..check });
     }
 }
 
