@@ -395,6 +395,9 @@ impl Leases {
         // Whether this loop saw this node serving at its last pass, and in which term.
         let mut serving = false;
         let mut term_seen: Option<u64> = None;
+        // Removals proposed in the term being served whose write returned an error: it may
+        // still apply (a timeout under load), or have been lost with a leadership change.
+        let mut unconfirmed: HashMap<MemberId, Removal> = HashMap::new();
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
@@ -407,6 +410,7 @@ impl Leases {
                 continue;
             };
             if !serving || term_seen != Some(term) {
+                unconfirmed.clear();
                 self.start_serving(term);
                 serving = true;
                 term_seen = Some(term);
@@ -417,22 +421,51 @@ impl Leases {
                 );
                 continue;
             }
+            // An earlier write that returned an error may have applied since.
+            unconfirmed.retain(|id, why| {
+                let pending = self.is_member(id);
+                if !pending {
+                    self.count_removed(*why);
+                }
+                pending
+            });
             let expired = self.expired(Instant::now());
             if expired.is_empty() {
                 continue;
             }
             for (id, why) in &expired {
                 tracing::warn!(member = %id, "removing member: {}", why.reason());
-                self.expiries.with_label_values(&[why.label()]).inc();
+                // This proposal decides it now.
+                unconfirmed.remove(id);
             }
             let reason = expired
                 .first()
                 .map_or("expired", |(_, why)| why.reason())
                 .to_owned();
-            let ids = expired.into_iter().map(|(id, _)| id).collect();
-            if let Err(e) = self.raft.write(MetaCommand::Remove { ids, reason }).await {
-                tracing::warn!("cannot remove expired members: {e}");
+            let ids = expired.iter().map(|(id, _)| id.clone()).collect();
+            match self.raft.write(MetaCommand::Remove { ids, reason }).await {
+                // Applied here. A write that changed nothing found them gone already
+                // (an earlier leader's proposal applied first): that one removed them.
+                Ok(resp) => {
+                    for (id, why) in expired {
+                        if resp.changed && !self.is_member(&id) {
+                            self.count_removed(why);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("cannot remove expired members: {e}");
+                    unconfirmed.extend(expired);
+                }
             }
         }
+    }
+
+    /// Counts one member removed for `why`, once its removal has applied here: a proposal
+    /// lost with a leadership change and made again by the next leader, or made again after
+    /// a write that timed out, counts once. (One case is not counted at all: a proposal
+    /// that applies after its leader lost the leadership without an answer.)
+    fn count_removed(&self, why: Removal) {
+        self.expiries.with_label_values(&[why.label()]).inc();
     }
 }
