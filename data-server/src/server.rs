@@ -15,13 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use registry_common::id::DataInfoId;
-use registry_common::member::{ClusterView, Member, MemberId, Role};
+use registry_common::member::{ClusterView, MemberId, Role};
 use registry_common::proto::data::{SyncRequest, SyncResponse};
 use registry_common::slot::SlotId;
 use registry_rpc::backoff::Backoff;
-use registry_rpc::membership::Membership;
-use registry_rpc::meta_client::MetaClient;
-use registry_rpc::server::{bind, serve_routers, Routers, ServerTask, StartError};
+use registry_rpc::membership::{listen_and_join, JoinSettings, Joined, Membership};
+use registry_rpc::server::{serve_routers, Routers, ServerTask, StartError};
 use registry_rpc::{CancellationToken, HttpClient, RpcError};
 use tokio::sync::Semaphore;
 
@@ -162,38 +161,26 @@ impl DataServer {
     ) -> Result<Self, StartError> {
         // Our own stop must not stop other servers sharing the caller's token.
         let shutdown = shutdown.child_token();
-        let guard = config
-            .security
-            .guard("data", &config.listen)
-            .map_err(StartError::Other)?;
-        let listener = bind(&config.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.listen.clone(),
-                source,
-            })?;
-        let local = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen.clone(),
-            source,
-        })?;
-        let advertise = config
-            .advertise
-            .clone()
-            .unwrap_or_else(|| local.to_string());
-        let transport = config.security.transport().map_err(StartError::Other)?;
-        let http = HttpClient::new(config.rpc_timeout())
-            .with_signer(guard.signer())
-            .with_tls(transport.client.clone());
-        let meta = Arc::new(MetaClient::new(http.clone(), config.meta.clone()));
-        let id = MemberId::generate(Role::Data, &advertise);
-        let member = Member {
-            id: id.clone(),
-            role: Role::Data,
-            addr: advertise,
-            zone: config.zone.clone(),
-            registered_at_ms: 0,
-        };
-        let membership = Arc::new(Membership::join(meta, member, guard.clone(), &shutdown).await?);
+        let Joined {
+            listener,
+            guard,
+            transport,
+            http,
+            membership,
+            id,
+        } = listen_and_join(
+            JoinSettings {
+                role: Role::Data,
+                listen: &config.listen,
+                advertise: config.advertise.as_deref(),
+                zone: &config.zone,
+                meta: &config.meta,
+                security: &config.security,
+                rpc_timeout: config.rpc_timeout(),
+            },
+            &shutdown,
+        )
+        .await?;
         let view = membership.view();
         let slot_count = view.settings.slot_count;
         let store = Arc::new(Store::new(slot_count, config.log_limits()));

@@ -12,18 +12,100 @@
 //! and react to changes through [`Membership::subscribe`]. With auth on, a fourth loop keeps
 //! the server's [`Guard`] on the newest ACL (fetched once before `join` returns, so the first
 //! client is checked against it) and announces each revision on [`Membership::acl_revisions`].
+//!
+//! [`listen_and_join`] is how a data or session server starts: it binds its listener, builds
+//! its guard, transport and HTTP client from its settings, and joins.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use registry_common::member::{ClusterView, Member};
+use registry_common::member::{ClusterView, Member, MemberId, Role};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Guard;
+use crate::auth::{Guard, SecurityArgs, Transport};
 use crate::backoff::Backoff;
-use crate::client::RpcError;
+use crate::client::{HttpClient, RpcError};
 use crate::meta_client::MetaClient;
+use crate::server::{bind, StartError};
+
+/// The settings of a data or session server that [`listen_and_join`] reads.
+pub struct JoinSettings<'a> {
+    /// What it joins as.
+    pub role: Role,
+    /// `host:port` to listen on (port 0: any free port).
+    pub listen: &'a str,
+    /// `host:port` the other servers and the clients reach it at (default: the bound one).
+    pub advertise: Option<&'a str>,
+    /// Its zone, as it registers.
+    pub zone: &'a str,
+    /// The meta servers' addresses.
+    pub meta: &'a [String],
+    /// Its cluster secret, ACL and TLS settings.
+    pub security: &'a SecurityArgs,
+    /// How long a call to another server may take.
+    pub rpc_timeout: Duration,
+}
+
+/// A server that listens and has joined the cluster: what the rest of its start needs.
+pub struct Joined {
+    /// Bound, not yet serving.
+    pub listener: TcpListener,
+    /// Checks what it is called with, and signs what it calls.
+    pub guard: Arc<Guard>,
+    /// What it serves with and calls the other servers with.
+    pub transport: Transport,
+    /// Its client for the other servers (signed and with TLS as the settings say).
+    pub http: HttpClient,
+    /// Its membership, joined.
+    pub membership: Arc<Membership>,
+    /// The id it registered with.
+    pub id: MemberId,
+}
+
+/// Binds `settings.listen`, then registers with the meta as `settings.role` (retrying until
+/// `shutdown` fires) and starts keeping the membership.
+pub async fn listen_and_join(
+    settings: JoinSettings<'_>,
+    shutdown: &CancellationToken,
+) -> Result<Joined, StartError> {
+    let guard = settings
+        .security
+        .guard(settings.role.as_str(), settings.listen)
+        .map_err(StartError::Other)?;
+    let bind_error = |source| StartError::Bind {
+        addr: settings.listen.to_owned(),
+        source,
+    };
+    let listener = bind(settings.listen).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    let advertise = settings
+        .advertise
+        .map_or_else(|| local.to_string(), str::to_owned);
+    let transport = settings.security.transport().map_err(StartError::Other)?;
+    let http = HttpClient::new(settings.rpc_timeout)
+        .with_signer(guard.signer())
+        .with_tls(transport.client.clone());
+    let meta = Arc::new(MetaClient::new(http.clone(), settings.meta.to_vec()));
+    let id = MemberId::generate(settings.role, &advertise);
+    let member = Member {
+        id: id.clone(),
+        role: settings.role,
+        addr: advertise,
+        zone: settings.zone.to_owned(),
+        registered_at_ms: 0,
+    };
+    let membership = Arc::new(Membership::join(meta, member, guard.clone(), shutdown).await?);
+    Ok(Joined {
+        listener,
+        guard,
+        transport,
+        http,
+        membership,
+        id,
+    })
+}
 
 /// How long one blocking watch waits at the meta before it answers with no change.
 const WATCH_WAIT: Duration = Duration::from_secs(20);

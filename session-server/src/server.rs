@@ -12,12 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use registry_common::id::IdInterner;
-use registry_common::member::{Member, MemberId, Role};
+use registry_common::member::{MemberId, Role};
 use registry_common::proto::client::ServerFrame;
 use registry_rpc::auth::Guard;
-use registry_rpc::membership::Membership;
-use registry_rpc::meta_client::MetaClient;
-use registry_rpc::server::{bind, serve_routers, Routers, ServerTask, StartError};
+use registry_rpc::membership::{listen_and_join, JoinSettings, Joined, Membership};
+use registry_rpc::server::{serve_routers, Routers, ServerTask, StartError};
 use registry_rpc::{CancellationToken, HttpClient};
 
 use crate::config::SessionConfig;
@@ -89,38 +88,26 @@ impl SessionServer {
     ) -> Result<Self, StartError> {
         // Our own stop must not stop other servers sharing the caller's token.
         let shutdown = shutdown.child_token();
-        let guard = config
-            .security
-            .guard("session", &config.listen)
-            .map_err(StartError::Other)?;
-        let listener = bind(&config.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.listen.clone(),
-                source,
-            })?;
-        let local = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen.clone(),
-            source,
-        })?;
-        let advertise = config
-            .advertise
-            .clone()
-            .unwrap_or_else(|| local.to_string());
-        let transport = config.security.transport().map_err(StartError::Other)?;
-        let http = HttpClient::new(config.rpc_timeout())
-            .with_signer(guard.signer())
-            .with_tls(transport.client.clone());
-        let meta = Arc::new(MetaClient::new(http.clone(), config.meta.clone()));
-        let id = MemberId::generate(Role::Session, &advertise);
-        let member = Member {
-            id: id.clone(),
-            role: Role::Session,
-            addr: advertise,
-            zone: config.zone.clone(),
-            registered_at_ms: 0,
-        };
-        let membership = Arc::new(Membership::join(meta, member, guard.clone(), &shutdown).await?);
+        let Joined {
+            listener,
+            guard,
+            transport,
+            http,
+            membership,
+            id,
+        } = listen_and_join(
+            JoinSettings {
+                role: Role::Session,
+                listen: &config.listen,
+                advertise: config.advertise.as_deref(),
+                zone: &config.zone,
+                meta: &config.meta,
+                security: &config.security,
+                rpc_timeout: config.rpc_timeout(),
+            },
+            &shutdown,
+        )
+        .await?;
         let metrics = SessionMetrics::new();
         registry_rpc::metrics::register(&metrics.registry, &guard.refused_metric());
         let options = config
