@@ -9,7 +9,8 @@
 //! - [`lane`]: the batching lane: work queued for one peer, sent in batches capped by items
 //!   and bytes, retried with backoff.
 //! - [`meta_client`]: talking to the MetaServer: register, renew, watch the cluster view,
-//!   following the leader; [`membership`] keeps a server joined and its view current.
+//!   following the leader; [`membership`] starts a data or session server (listen and join)
+//!   and keeps it joined and its view current.
 //! - [`metrics`]: the Prometheus registry and `/metrics` rendering.
 //! - [`net`]: the source address of outgoing cluster connections (`REGISTRY_CONNECT_FROM`).
 //! - [`request_id`]: the id of each request, in its log span and passed on to the next tier.
