@@ -7,7 +7,7 @@
 //! `tokio::sync::watch` channel. A third loop keeps a WebSocket heartbeat open to the meta
 //! leader: when this process dies the kernel closes it, and the leader removes the member
 //! after a short grace instead of a whole lease later. The renewals and the heartbeat run on
-//! a thread of their own ([`crate::liveness`]), so a busy server stays a member. Servers read
+//! a thread of their own (`crate::liveness`), so a busy server stays a member. Servers read
 //! the current view with [`Membership::view`]
 //! and react to changes through [`Membership::subscribe`]. With auth on, a fourth loop keeps
 //! the server's [`Guard`] on the newest ACL (fetched once before `join` returns, so the first

@@ -3,7 +3,7 @@
 //! [`TlsListener`] accepts TCP connections on one task and runs each TLS handshake on its own
 //! task with a deadline, so a client that connects and says nothing (or speaks plain HTTP to
 //! a TLS port) costs one bounded task and never stalls the accept loop. At most
-//! [`MAX_HANDSHAKES`] handshakes run at once; past that, new connections wait in the
+//! `MAX_HANDSHAKES` handshakes run at once; past that, new connections wait in the
 //! kernel's backlog.
 
 use std::io;
