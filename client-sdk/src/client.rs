@@ -43,7 +43,8 @@ pub struct ClientConfig {
     /// First and largest delay between reconnection attempts (jittered).
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
-    /// Updates queued per subscription before the oldest are dropped.
+    /// Updates queued per subscription without a callback before the oldest are dropped (a
+    /// subscription with a callback keeps only the newest).
     pub update_queue: usize,
     /// Try sessions in the given order instead of starting at a random one.
     pub ordered: bool,
@@ -303,7 +304,10 @@ impl Client {
     }
 
     /// Subscribes with options and an optional callback, called on the connection task for
-    /// every update (keep it quick); updates are also queued for [`Subscriber::next`].
+    /// every update (keep it quick). Without a callback, updates are queued for
+    /// [`Subscriber::next`] (up to [`ClientConfig::update_queue`], the oldest dropped first).
+    /// With one, the callback has had every update, and [`Subscriber::next`] yields only the
+    /// newest not yet taken: a subscription whose queue is never read holds one datum.
     pub async fn subscribe_with(
         &self,
         data_id: &str,
@@ -313,7 +317,12 @@ impl Client {
         let regist_id = format!("s{}", self.shared.next_id());
         DataInfoId::new(data_id, opts.instance_id.as_deref(), opts.group.as_deref())
             .map_err(|e| SdkError::Invalid(e.to_string()))?;
-        let queue = Arc::new(UpdateQueue::new(self.shared.config.update_queue));
+        let capacity = if callback.is_some() {
+            1
+        } else {
+            self.shared.config.update_queue
+        };
+        let queue = Arc::new(UpdateQueue::new(capacity));
         let frame = ClientFrame::RegisterSubscriber {
             req_id: self.shared.next_id(),
             regist_id: regist_id.clone(),

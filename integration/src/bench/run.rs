@@ -341,7 +341,6 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         addrs.rotate_left(i % n);
         let mut cfg = ClientConfig::new(addrs);
         cfg.ordered = true;
-        cfg.update_queue = 4;
         cfg.request_timeout = Duration::from_secs(60);
         cfg.credential = credential.clone();
         cfg.tls = tls.clone();

@@ -2,12 +2,13 @@
 //! connection loss, isolation between dataInfoIds, fan-in and fan-out, version order.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use client_sdk::{DatumUpdate, Subscriber};
 use integration::cluster::{Cluster, ClusterConfig};
 use integration::raw::RawClient;
-use integration::wait::eventually;
+use integration::wait::{eventually, until};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -290,4 +291,46 @@ async fn the_datum_cache_is_capped_and_follows_the_subscriptions() {
         (kept(&state) == (false, true, 1)).then_some(())
     })
     .await;
+}
+
+/// A subscriber with a callback gets every update there; its queue keeps only the newest, so
+/// an application that never reads the queue holds one datum per subscription, not one per
+/// change.
+#[tokio::test]
+async fn with_a_callback_only_the_newest_update_waits_in_the_queue() {
+    let cluster = small().await;
+    let c = cluster.client(0).await.unwrap();
+    let p = c.publish("svc.cb", vec!["v:0".into()]).await.unwrap();
+    let seen: Arc<parking_lot::Mutex<Vec<Vec<String>>>> = Arc::default();
+    let rec = seen.clone();
+    let cb: client_sdk::Callback = Arc::new(move |u| rec.lock().push(u.data.clone()));
+    let mut sub = c
+        .subscribe_with("svc.cb", Default::default(), Some(cb))
+        .await
+        .unwrap();
+    for n in 0..=5 {
+        if n > 0 {
+            p.republish(vec![format!("v:{n}")]).await.unwrap();
+        }
+        let want = vec![format!("v:{n}")];
+        until(&format!("the callback to get v:{n}"), WAIT, || async {
+            seen.lock().last() == Some(&want)
+        })
+        .await;
+    }
+    let expected: Vec<Vec<String>> = (0..=5).map(|n| vec![format!("v:{n}")]).collect();
+    // (An empty datum may come first, if the subscription reached the data tier before the
+    // publisher did.)
+    let got: Vec<Vec<String>> = seen
+        .lock()
+        .iter()
+        .filter(|d| !d.is_empty())
+        .cloned()
+        .collect();
+    assert_eq!(got, expected, "the callback got every update, in order");
+    let newest = sub
+        .try_next()
+        .expect("the newest update waits in the queue");
+    assert_eq!(newest.data, vec!["v:5"]);
+    assert!(sub.try_next().is_none(), "nothing older waits behind it");
 }
